@@ -1,0 +1,40 @@
+# The README's two commands: `make run` (embedded mode) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+
+.PHONY: run test lint bench worker clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.deps: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(VENV)/.deps $@
+
+run: $(VENV)/.deps
+	$(BIN)/flask --app devex run --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev-deps
+	./scripts/ensure-test-tools
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+
+bench: $(VENV)/.dev-deps
+	./scripts/ensure-test-tools
+	$(BIN)/python -m bench
+
+worker: $(VENV)/.deps
+	$(BIN)/rq worker --with-scheduler devex
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,138 @@
+"""The JSON API of ``API.md``: thin views over the service layer."""
+
+from __future__ import annotations
+
+from apiflask import APIBlueprint
+from flask import request
+
+from devex import schemas
+from devex.errors import NotFound
+from devex.security import Unauthorized, devex, require_actor
+from devex.tokens import RUNNER_SCOPE, TokenError, repl_key, verify
+
+bp = APIBlueprint("api", __name__, url_prefix="/api", tag="REPLs")
+
+COMMON = {401: "Not logged in", 403: "CSRF token missing or wrong"}
+ONE = {**COMMON, 404: "No such REPL (or not yours)"}
+
+
+RUNNER_ENDPOINTS = frozenset({"api.heartbeat", "api.idle"})
+
+
+@bp.before_request
+def _authenticate():
+    # Before body parsing: an anonymous or CSRF-less call learns nothing else.
+    if request.endpoint not in RUNNER_ENDPOINTS:
+        require_actor()
+
+
+def _job(outcome):
+    return {"repl": outcome.repl.public(), "job_id": outcome.job_id}, (
+        202 if outcome.accepted else 200
+    )
+
+
+@bp.get("/templates")
+@bp.output(schemas.TemplateList)
+@bp.doc(summary="The template catalogue", responses={**COMMON})
+def templates():
+    require_actor()
+    return {"templates": [t.public() for t in devex().components.catalog.all()]}
+
+
+@bp.post("/repl/create")
+@bp.input(schemas.CreateIn, arg_name="data")
+@bp.output(schemas.ReplJob, status_code=202)
+@bp.doc(summary="Create a REPL (and start it unless start is false)",
+        responses={**COMMON, 409: "Name taken", 413: "Body too large", 429: "Quota reached"})
+def create(data):
+    actor = require_actor()
+    outcome = devex().repls.create(actor, data["name"], data["template"], data["start"])
+    return {"repl": outcome.repl.public(), "job_id": outcome.job_id}, 202
+
+
+@bp.get("/repl/")
+@bp.output(schemas.ReplList)
+@bp.doc(summary="My REPLs, newest first", responses={**COMMON})
+def list_repls():
+    actor = require_actor()
+    return {"repls": [r.public() for r in devex().repls.list(actor)]}
+
+
+@bp.get("/repl/<repl_id>")
+@bp.output(schemas.ReplOut)
+@bp.doc(summary="One REPL", responses=ONE)
+def get_repl(repl_id: str):
+    return devex().repls.get(require_actor(), repl_id).public()
+
+
+@bp.post("/repl/<repl_id>/start")
+@bp.output(schemas.ReplJob, status_code=202)
+@bp.doc(summary="Start a REPL", responses={**ONE, 200: "Already running or starting",
+                                           409: "Deleting or stopping", 429: "Quota reached"})
+def start(repl_id: str):
+    return _job(devex().repls.start(require_actor(), repl_id))
+
+
+@bp.post("/repl/<repl_id>/stop")
+@bp.output(schemas.ReplJob, status_code=202)
+@bp.doc(summary="Stop a REPL, saving its files (force=true: without saving)",
+        responses={**ONE, 200: "Already stopped or stopping", 409: "Deleting"})
+def stop(repl_id: str):
+    force = request.args.get("force", "").lower() in ("1", "true", "yes")
+    return _job(devex().repls.stop(require_actor(), repl_id, force=force))
+
+
+@bp.delete("/repl/<repl_id>")
+@bp.output(schemas.ReplJob, status_code=202)
+@bp.doc(summary="Delete a REPL and its files", responses={**ONE, 200: "Already deleting"})
+def delete(repl_id: str):
+    return _job(devex().repls.delete(require_actor(), repl_id))
+
+
+@bp.get("/repl/<repl_id>/events")
+@bp.output(schemas.EventList)
+@bp.doc(summary="Progress and audit events, oldest first", responses=ONE)
+def events(repl_id: str):
+    events = devex().repls.events(require_actor(), repl_id)
+    return {"events": [{"at": e.at, "kind": e.kind, "message": e.message} for e in events]}
+
+
+@bp.post("/repl/<repl_id>/session")
+@bp.output(schemas.SessionOut)
+@bp.doc(summary="A short-lived token for the IDE to reach the runner",
+        responses={**ONE, 409: "Not running"})
+def ide_session(repl_id: str):
+    return devex().repls.ide_session(require_actor(), repl_id)
+
+
+def _runner(repl_id: str) -> None:
+    header = request.headers.get("Authorization", "")
+    token = header[7:] if header.startswith("Bearer ") else None
+    key = repl_key(devex().settings.secret_key, repl_id)
+    try:
+        verify(key, repl_id, RUNNER_SCOPE, token, max_age=7 * 24 * 3600)
+    except TokenError:
+        raise Unauthorized("A valid runner token for this REPL is required.") from None
+    if devex().components.store.get(repl_id) is None:
+        raise NotFound("No such REPL.")
+
+
+@bp.post("/runner/<repl_id>/heartbeat")
+@bp.input(schemas.HeartbeatIn, arg_name="data")
+@bp.output(schemas.OkOut)
+@bp.doc(summary="Runner: record activity", responses={401: "Bad runner token", 404: "Gone"})
+def heartbeat(repl_id: str, data):
+    _runner(repl_id)
+    devex().repls.runner_heartbeat(repl_id, data["active"])
+    return {"ok": True}
+
+
+@bp.post("/runner/<repl_id>/idle")
+@bp.output(schemas.OkOut)
+@bp.doc(summary="Runner: idle for the idle period, stop me",
+        responses={401: "Bad runner token", 404: "Gone"})
+def idle(repl_id: str):
+    _runner(repl_id)
+    devex().repls.runner_idle(repl_id)
+    return {"ok": True}

@@ -1,0 +1,66 @@
+"""Login, logout and who-am-I. GitHub OAuth arrives with its own issue; the single local
+user exists only while ``DEVEX_AUTH=local``."""
+
+from __future__ import annotations
+
+from apiflask import APIBlueprint
+
+from devex import schemas
+from devex.errors import NotFound
+from devex.models import User
+from devex.security import check_csrf, csrf_token, current_actor, devex, login, logout
+from devex.security import Unauthorized
+
+bp = APIBlueprint("auth", __name__, url_prefix="/auth", tag="Authentication")
+
+LOCAL_USER = User(id="local", login="local", name="Local user")
+
+
+@bp.post("/local")
+@bp.output(schemas.MeOut)
+@bp.doc(summary="Log in as the single local user (DEVEX_AUTH=local only)",
+        responses={404: "Not in local mode"})
+def local_login():
+    if devex().settings.auth_mode != "local":
+        raise NotFound("Local login is disabled.")
+    user = devex().components.store.upsert_user(LOCAL_USER)
+    login(user.id)
+    return _me()
+
+
+@bp.post("/logout")
+@bp.output(schemas.OkOut)
+@bp.doc(summary="End the session", responses={403: "CSRF token missing or wrong"})
+def logout_view():
+    if current_actor() is not None:
+        check_csrf()
+    logout()
+    return {"ok": True}
+
+
+@bp.get("/me")
+@bp.output(schemas.MeOut)
+@bp.doc(summary="The logged-in user", responses={401: "Not logged in"})
+def me():
+    if current_actor() is None:
+        raise Unauthorized("Log in first.")
+    return _me()
+
+
+def _me() -> dict:
+    actor = current_actor()
+    user = devex().components.store.get_user(actor.id) if actor else None
+    if user is None:
+        # login() just happened in this request: g has no actor yet.
+        from flask import session
+
+        user = devex().components.store.get_user(session["uid"])
+    admins = {a.lower() for a in devex().settings.admins}
+    return {
+        "id": user.id,
+        "login": user.login,
+        "name": user.name or user.login,
+        "avatar_url": user.avatar_url,
+        "is_admin": user.login.lower() in admins,
+        "csrf_token": csrf_token(),
+    }

@@ -1,0 +1,164 @@
+"""Typed settings read from ``DEVEX_*`` environment variables by the app factory.
+
+Nothing here runs at import time: ``Settings.from_env`` is called by ``create_app``
+(and by the worker / runner entry points), so tests can hand in their own values.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "DEVEX_"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; raised at start-up, never per request."""
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    secret_key: str = ""
+    data_dir: Path = Path(".devex")
+    redis_url: str = ""  # empty: in-process Redis (embedded mode)
+    auth: str = ""  # "local" | "github"; empty: decided from GitHub credentials
+    github_client_id: str = ""
+    github_client_secret: str = ""
+    github_url: str = "https://github.com"
+    github_api_url: str = "https://api.github.com"
+    github_allowed_logins: tuple[str, ...] = ()
+    github_allowed_orgs: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()
+    storage: str = "local"  # "local" | "s3"
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_path_style: bool = False
+    runtime: str = "local"  # "local" | "kubernetes"
+    k8s_namespace: str = "devex-repls"
+    kubeconfig: str = ""
+    repl_url_template: str = "https://repl.example.com/{repl_id}/"
+    templates_dir: Path = Path(__file__).resolve().parent.parent / "repl_templates"
+    queue_name: str = "devex"
+    embedded_worker: bool | None = None  # None: on exactly when Redis is in-process
+    job_retry_intervals: tuple[int, ...] = (0, 0, 0)  # seconds between retries, one per retry
+    start_timeout: int = 60  # seconds a runner gets to become ready
+    max_body_bytes: int = 64 * 1024
+    quota_repls: int = 50
+    quota_running: int = 5
+    runner_python: str = ""  # interpreter for local runner processes; empty: this one
+    core_url: str = ""  # how runners reach the core (heartbeats); empty: not reported
+    # --- kubernetes (owned by devex/infra/runtime/kubernetes; add fields here) ---
+    k8s_ingress_host: str = "repl.example.com"
+    k8s_ingress_class: str = ""
+    k8s_tls_secret: str = ""
+    k8s_runner_image: str = "ghcr.io/devex/runner:0.1.0"
+    k8s_s3_secret: str = "devex-s3"  # keys: access-key-id, secret-access-key
+    k8s_stop_timeout: int = 120
+    k8s_request_timeout: int = 15  # seconds for every single API call
+    k8s_ingress_annotations: str = ""  # JSON object or "k=v,k=v"
+    k8s_ingress_namespace_labels: str = "kubernetes.io/metadata.name=ingress-nginx"
+    k8s_ingress_pod_labels: str = "app.kubernetes.io/name=ingress-nginx"  # empty: any pod
+    k8s_core_namespace_labels: str = "kubernetes.io/metadata.name=devex"
+    k8s_core_pod_labels: str = "app.kubernetes.io/name=devex,app.kubernetes.io/component=web"
+    k8s_core_port: int = 8000
+    k8s_workspace_size: str = "2Gi"  # emptyDir sizeLimit of the workspace
+    k8s_read_only_root: bool = True  # readOnlyRootFilesystem (HOME and /tmp are emptyDirs)
+    k8s_image_pull_secret: str = ""
+    # --- end kubernetes ---
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def auth_mode(self) -> str:
+        if self.auth:
+            return self.auth
+        return "github" if self.github_client_id else "local"
+
+    @property
+    def embedded(self) -> bool:
+        """True when Redis is in-process: one process holds web, worker and state."""
+        return not self.redis_url
+
+    @property
+    def run_embedded_worker(self) -> bool:
+        if self.embedded_worker is None:
+            return self.embedded
+        return self.embedded_worker
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, raw, getattr(cls, f.name, None))
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.auth_mode not in ("local", "github"):
+            raise ConfigError("DEVEX_AUTH must be 'local' or 'github'")
+        if self.storage not in ("local", "s3"):
+            raise ConfigError("DEVEX_STORAGE must be 'local' or 's3'")
+        if self.runtime not in ("local", "kubernetes"):
+            raise ConfigError("DEVEX_RUNTIME must be 'local' or 'kubernetes'")
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ConfigError("DEVEX_STORAGE=s3 needs DEVEX_S3_BUCKET")
+        if self.auth_mode == "github":
+            if not (self.github_client_id and self.github_client_secret):
+                raise ConfigError(
+                    "DEVEX_AUTH=github needs DEVEX_GITHUB_CLIENT_ID and DEVEX_GITHUB_CLIENT_SECRET"
+                )
+            if not self.secret_key:
+                raise ConfigError("DEVEX_AUTH=github needs DEVEX_SECRET_KEY")
+
+    def with_secret(self) -> Settings:
+        """Fill in the secret key for embedded use: generated once, kept in the data dir."""
+        if self.secret_key:
+            return self
+        if self.auth_mode != "local":
+            raise ConfigError("DEVEX_SECRET_KEY is required outside local mode")
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        return replace(self, secret_key=path.read_text().strip())
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    if name in ("data_dir", "templates_dir"):
+        return Path(raw)
+    if name in ("embedded_worker", "s3_path_style"):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if name == "job_retry_intervals":
+        try:
+            return tuple(int(x) for x in _split(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}JOB_RETRY_INTERVALS: {exc}") from None
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name.upper()} must be an integer") from None
+    if isinstance(default, tuple):
+        return _split(raw)
+    return raw

@@ -1,0 +1,85 @@
+"""Every error leaves as the contract's ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from apiflask import APIFlask, HTTPError
+from redis import RedisError
+
+from devex.errors import DevexError
+from devex.infra.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+CODES = {
+    400: "invalid_input",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def body(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def _validation_message(detail: dict) -> str:
+    # detail looks like {"json": {"name": ["Missing data for required field."]}}
+    parts = []
+    for _location, fields in (detail or {}).items():
+        if isinstance(fields, dict):
+            for field, msgs in fields.items():
+                text = " ".join(msgs) if isinstance(msgs, list) else str(msgs)
+                parts.append(f"{field}: {text}" if field != "_schema" else text)
+        else:
+            parts.append(" ".join(fields) if isinstance(fields, list) else str(fields))
+    return "; ".join(parts) or "Invalid input."
+
+
+def register(app: APIFlask) -> None:
+    app.config["HTTP_ERROR_SCHEMA"] = {
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "required": ["code", "message"],
+            }
+        },
+        "required": ["error"],
+        "type": "object",
+    }
+    app.config["VALIDATION_ERROR_SCHEMA"] = app.config["HTTP_ERROR_SCHEMA"]
+
+    @app.error_processor
+    def http_error(error: HTTPError):
+        status = error.status_code
+        if status == 400 and error.detail:
+            message = _validation_message(error.detail)
+        elif status == 400:  # Flask's JSON parser refused the body
+            message = "The request body must be valid JSON."
+        elif status == 413:
+            message = f"The request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes."
+        else:
+            message = error.message
+        return body(CODES.get(status, "error"), message), status, error.headers
+
+    @app.errorhandler(DevexError)
+    def devex_error(error: DevexError):
+        return body(error.code, error.message), error.status, error.headers
+
+    @app.errorhandler(RedisError)
+    def redis_down(error: RedisError):
+        log.error("Redis unavailable: %s", error)
+        return body("unavailable", "The state store is unavailable; try again shortly."), 503
+
+    @app.errorhandler(StorageError)
+    def storage_down(error: StorageError):
+        log.error("Storage unavailable: %s", error)
+        return body("unavailable", "Storage is unavailable; try again shortly."), 503

@@ -1,0 +1,61 @@
+"""Named errors of the service layer; each knows its HTTP status and contract code."""
+
+from __future__ import annotations
+
+
+class DevexError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.headers = headers or {}
+
+
+class InvalidInput(DevexError):
+    status = 400
+    code = "invalid_input"
+
+
+class NotFound(DevexError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DevexError):
+    status = 409
+    code = "conflict"
+
+
+class QuotaExceeded(DevexError):
+    status = 429
+    code = "quota_exceeded"
+
+
+class Unavailable(DevexError):
+    status = 503
+    code = "unavailable"
+
+
+class TransitionRefused(Conflict):
+    code = "invalid_state"
+    current = None  # the status that refused the change
+
+    def with_status(self, status) -> "TransitionRefused":
+        self.current = status
+        return self
+
+
+class LockBusy(Exception):
+    """Another job holds the REPL's lock; the job is retried later."""
+
+
+class FilesNotSaved(Exception):
+    """Saving a workspace back to storage failed; nothing was removed."""
+
+
+class RuntimeFailure(Exception):
+    """The runtime could not bring a REPL up; the message is for people."""

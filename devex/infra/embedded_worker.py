@@ -1,0 +1,61 @@
+"""The in-process worker of embedded mode: an RQ ``SimpleWorker`` on a thread.
+
+RQ's worker assumes the main thread (signal handlers, SIGALRM timeouts); here it runs
+beside the development server, so those are replaced by thread-safe equivalents, and due
+retries are moved to the queue by this loop instead of RQ's forked scheduler process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rq import SimpleWorker
+from rq.registry import ScheduledJobRegistry
+from rq.timeouts import TimerDeathPenalty
+
+from devex.infra.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+
+class _ThreadWorker(SimpleWorker):
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self):  # signals belong to the main thread
+        pass
+
+
+class EmbeddedWorker:
+    def __init__(self, jobs: JobQueue, components):
+        self.jobs = jobs
+        self.components = components
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="devex-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop.set()
+        self.jobs.wakeup.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from jobs import context
+
+        context.bind_thread(self.components)
+        queue = self.jobs.queue
+        worker = _ThreadWorker([queue], connection=queue.connection)
+        registry = ScheduledJobRegistry(queue=queue)
+        while not self._stop.is_set():
+            self.jobs.wakeup.clear()
+            for job_id in registry.get_jobs_to_schedule():
+                job = queue.fetch_job(job_id)
+                registry.remove(job_id)
+                if job is not None:
+                    queue.enqueue_job(job)
+            if queue.count:
+                worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+            # Woken at once by an enqueue; the timeout only serves scheduled retries.
+            self.jobs.wakeup.wait(timeout=1.0)

@@ -1,0 +1,50 @@
+"""Every Redis key name Devex uses, in one place (as rq keeps ``rq:job:``)."""
+
+from __future__ import annotations
+
+PREFIX = ""  # kept empty: the seed's key names are part of the contract
+
+
+def repl_meta(repl_id: str) -> str:
+    return f"replMeta:{repl_id}"
+
+
+def user_repls(user_id: str) -> str:
+    return f"userRepls:{user_id}"
+
+
+def user_repl_names(user_id: str) -> str:
+    """Hash: lower-cased REPL name -> id, for per-user unique names."""
+    return f"userReplNames:{user_id}"
+
+
+def active_session(repl_id: str) -> str:
+    return f"activeSession:{repl_id}"
+
+
+def repl_events(repl_id: str) -> str:
+    return f"replEvents:{repl_id}"
+
+
+def repl_lock(repl_id: str) -> str:
+    return f"replLock:{repl_id}"
+
+
+def user(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def user_by_login(login: str) -> str:
+    return f"userLogin:{login.lower()}"
+
+
+def api_token(token_hash: str) -> str:
+    return f"apiToken:{token_hash}"
+
+
+def user_tokens(user_id: str) -> str:
+    return f"userTokens:{user_id}"
+
+
+RUNNING_INDEX = "runningRepls"  # sorted set: repl id -> last activity (epoch), for culling
+ALL_REPLS = "allRepls"  # sorted set: repl id -> created (epoch), for admin and reconcile

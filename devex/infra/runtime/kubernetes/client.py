@@ -1,0 +1,214 @@
+"""The small layer that talks to the Kubernetes API: config loading, timeouts, statuses.
+
+Every call carries ``_request_timeout``. Responses are read as plain dicts (the same shape
+as the manifests), so the runtime compares and inspects data, not generated models.
+``ApiException`` is handled by status: 409 on create means "exists" (read, compare, patch),
+404 on delete means "already gone"; anything else propagates as ``KubeError`` with context.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+
+
+class KubeError(Exception):
+    """An API call failed for a reason other than the expected 404/409."""
+
+    def __init__(self, action: str, exc: ApiException):
+        self.status = exc.status
+        detail = _status_message(exc)
+        super().__init__(f"Kubernetes API: {action} failed ({exc.status} {detail})")
+
+
+def _status_message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return str(body.get("message") or exc.reason or "").strip()
+
+
+_config_lock = threading.Lock()
+
+
+def load_api_client(kubeconfig: str = "") -> client.ApiClient:
+    """A client from an explicit kubeconfig, else in-cluster, else ``~/.kube/config``.
+
+    Builds its own ``Configuration`` (the library's global default is left alone).
+    """
+    cfg = client.Configuration()
+    with _config_lock:
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=cfg)
+            except ConfigException:
+                config.load_kube_config(client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+# kind -> (api attribute, method suffix, model used to send a create body)
+_KINDS: dict[str, tuple[str, str, str]] = {
+    "Deployment": ("apps", "namespaced_deployment", "V1Deployment"),
+    "Service": ("core", "namespaced_service", "V1Service"),
+    "Secret": ("core", "namespaced_secret", "V1Secret"),
+    "Pod": ("core", "namespaced_pod", "V1Pod"),
+    "Ingress": ("net", "namespaced_ingress", "V1Ingress"),
+    "NetworkPolicy": ("net", "namespaced_network_policy", "V1NetworkPolicy"),
+}
+
+
+class Kube:
+    """Namespaced CRUD on the kinds Devex uses, every call with a timeout, dicts out."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, timeout: float):
+        self.api_client = api_client
+        self.namespace = namespace
+        self.timeout = timeout
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.net = client.NetworkingV1Api(api_client)
+
+    def _method(self, verb: str, kind: str):
+        api, suffix, _ = _KINDS[kind]
+        return getattr(getattr(self, api), f"{verb}_{suffix}")
+
+    def _call(self, method, *args, **kwargs) -> dict:
+        resp = method(*args, _request_timeout=self.timeout, _preload_content=False, **kwargs)
+        try:
+            data = resp.data
+        finally:
+            resp.release_conn()
+        return json.loads(data) if data else {}
+
+    # -- plain verbs -------------------------------------------------------------------
+    def create(self, obj: dict) -> dict:
+        kind = obj["kind"]
+        model = getattr(client, _KINDS[kind][2]).from_dict(obj)
+        return self._call(self._method("create", kind), self.namespace, model)
+
+    def get(self, kind: str, name: str) -> dict | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self._call(self._method("read", kind), name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"read {kind} {name}", exc) from None
+
+    def list(self, kind: str, label_selector: str, limit: int | None = None) -> list[dict]:
+        kwargs: dict[str, Any] = {"label_selector": label_selector}
+        if limit:
+            kwargs["limit"] = limit
+        try:
+            return self._call(self._method("list", kind), self.namespace, **kwargs)["items"]
+        except ApiException as exc:
+            raise KubeError(f"list {kind}", exc) from None
+
+    def patch(self, kind: str, name: str, body: dict, content_type: str = MERGE_PATCH) -> dict:
+        try:
+            return self._call(self._method("patch", kind), name, self.namespace, body,
+                              _content_type=content_type)
+        except ApiException as exc:
+            raise KubeError(f"patch {kind} {name}", exc) from None
+
+    def delete(self, kind: str, name: str) -> bool:
+        """Delete; False when it was already gone (404)."""
+        try:
+            self._call(self._method("delete", kind), name, self.namespace,
+                       propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise KubeError(f"delete {kind} {name}", exc) from None
+        return True
+
+    # -- create-or-converge ------------------------------------------------------------
+    def ensure(self, obj: dict) -> str:
+        """Create ``obj``; if it exists (409), patch it when it differs.
+
+        Returns "created", "unchanged" or "patched".
+        """
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        try:
+            self.create(obj)
+            return "created"
+        except ApiException as exc:
+            if exc.status != 409:
+                raise KubeError(f"create {kind} {name}", exc) from None
+        live = self.get(kind, name)
+        if live is None:  # deleted between our create and read: try once more
+            try:
+                self.create(obj)
+                return "created"
+            except ApiException as exc:
+                raise KubeError(f"create {kind} {name}", exc) from None
+        wanted = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+        wanted["metadata"] = {k: v for k, v in obj["metadata"].items()
+                              if k in ("labels", "annotations")}
+        if is_subset(wanted, live):
+            return "unchanged"
+        # JSON merge patch: maps merge, lists are replaced whole, so lists converge exactly.
+        self.patch(kind, name, wanted, MERGE_PATCH)
+        return "patched"
+
+    # -- pods ----------------------------------------------------------------------------
+    def patch_ephemeral_containers(self, pod: str, containers: list[dict]) -> dict:
+        body = {"spec": {"ephemeralContainers": containers}}
+        try:
+            return self._call(self.core.patch_namespaced_pod_ephemeralcontainers, pod,
+                              self.namespace, body, _content_type=STRATEGIC_PATCH)
+        except ApiException as exc:
+            raise KubeError(f"add ephemeral container to pod {pod}", exc) from None
+
+    def watch_pods(self, timeout: int, *, label_selector: str = "",
+                   field_selector: str = "") -> Iterator[tuple[str, dict]]:
+        """(event type, pod dict) until the server ends the watch after ``timeout`` s."""
+        kwargs: dict[str, Any] = {"timeout_seconds": max(1, int(timeout)),
+                                  "_request_timeout": (self.timeout, max(1, int(timeout)) + 5)}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        w = watch.Watch()
+        try:
+            for event in w.stream(self.core.list_namespaced_pod, self.namespace,
+                                  deserialize=False, **kwargs):
+                if event.get("type") == "ERROR":
+                    obj = event.get("object") or {}
+                    raise KubeError("watch pods", ApiException(
+                        status=obj.get("code", 500), reason=obj.get("message", "")))
+                yield event["type"], event["object"]
+        except ApiException as exc:
+            raise KubeError("watch pods", exc) from None
+        finally:
+            w.stop()
+
+
+def is_subset(wanted: Any, live: Any) -> bool:
+    """True if every field in ``wanted`` is present and equal in ``live``.
+
+    Fields the server adds (defaults, status, clusterIP, ...) are ignored; lists must have
+    the same length and match element by element.
+    """
+    if isinstance(wanted, dict):
+        return isinstance(live, dict) and all(
+            k in live and is_subset(v, live[k]) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return (isinstance(live, list) and len(wanted) == len(live)
+                and all(is_subset(w, v) for w, v in zip(wanted, live, strict=True)))
+    return wanted == live

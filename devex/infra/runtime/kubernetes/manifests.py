@@ -1,0 +1,294 @@
+"""Pure builders: the Kubernetes objects of one REPL as plain dicts.
+
+No API calls here. Tests compare the dicts as data and validate them against the official
+schemas; the CLI prints them as YAML; ``runtime`` creates them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from devex.config import ConfigError, Settings
+from devex.infra.runtime.kubernetes import names
+from devex.models import Repl
+from devex.templates_catalog import Template
+
+WORKSPACE = "/workspace"
+WORKSPACE_VOLUME = "workspace"
+TMP_VOLUME = "tmp"
+RUNNER_UID = 1000
+
+# Where a REPL may not send packets: cluster-private ranges, CGNAT, link-local (the cloud
+# metadata address 169.254.169.254 among them) and loopback; IPv6 private/link-local too.
+DENIED_V4 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+             "100.64.0.0/10", "127.0.0.0/8", "0.0.0.0/8")
+DENIED_V6 = ("fc00::/7", "fe80::/10", "::1/128", "::ffff:0:0/96")
+
+
+def parse_pairs(raw: str, what: str) -> dict[str, str]:
+    """``{"k": "v"}`` (JSON object) or ``k=v,k=v`` → dict; empty → {}."""
+    raw = raw.strip()
+    if not raw:
+        return {}
+    if raw.startswith("{"):
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: not a JSON object: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{what}: not a JSON object")
+        return {str(k): str(v) for k, v in data.items()}
+    pairs = {}
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what}: expected k=v pairs, got {part!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _meta(name: str, settings: Settings, labels: dict[str, str], **extra) -> dict:
+    return {"name": names.dns_label(name), "namespace": settings.k8s_namespace,
+            "labels": dict(labels), **extra}
+
+
+def _labels(repl: Repl, template: Template) -> dict[str, str]:
+    return names.repl_labels(repl.id, repl.owner_id, template.id)
+
+
+def container_security(settings: Settings) -> dict:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNNER_UID,
+        "runAsGroup": RUNNER_UID,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": settings.k8s_read_only_root,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _mounts() -> list[dict]:
+    return [
+        {"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE},
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+    ]
+
+
+def s3_env(settings: Settings) -> list[dict]:
+    """Storage configuration for the sync containers only; credentials from the Secret."""
+    secret = settings.k8s_s3_secret
+    env = [
+        {"name": "DEVEX_STORAGE", "value": "s3"},
+        {"name": "DEVEX_S3_BUCKET", "value": settings.s3_bucket},
+        {"name": "DEVEX_S3_REGION", "value": settings.s3_region},
+        {"name": "DEVEX_S3_PATH_STYLE", "value": "true" if settings.s3_path_style else "false"},
+        {"name": "DEVEX_S3_ACCESS_KEY_ID",
+         "valueFrom": {"secretKeyRef": {"name": secret, "key": "access-key-id"}}},
+        {"name": "DEVEX_S3_SECRET_ACCESS_KEY",
+         "valueFrom": {"secretKeyRef": {"name": secret, "key": "secret-access-key"}}},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    if settings.s3_endpoint_url:
+        env.insert(2, {"name": "DEVEX_S3_ENDPOINT_URL", "value": settings.s3_endpoint_url})
+    return env
+
+
+def runner_secret(repl: Repl, template: Template, settings: Settings, runner_key: str) -> dict:
+    """The per-REPL Secret holding the runner's key (never inline in the pod spec)."""
+    n = names.object_names(repl.id)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(n.secret, settings, _labels(repl, template)),
+        "type": "Opaque",
+        "data": {names.RUNNER_KEY_ENTRY: base64.b64encode(runner_key.encode()).decode()},
+    }
+
+
+def deployment(repl: Repl, template: Template, settings: Settings) -> dict:
+    n = names.object_names(repl.id)
+    labels = _labels(repl, template)
+    base_path = f"/{repl.id}/"
+    sync_down = {
+        "name": names.SYNC_DOWN_CONTAINER,
+        "image": settings.k8s_runner_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "runner", "sync-down",
+                    "--prefix", repl.storage_prefix, "--dest", WORKSPACE],
+        "env": s3_env(settings),
+        "volumeMounts": _mounts(),
+        "securityContext": container_security(settings),
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                      "limits": {"cpu": "500m", "memory": "256Mi"}},
+    }
+    runner = {
+        "name": names.RUNNER_CONTAINER,
+        "image": template.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "runner", "serve", "--workspace", WORKSPACE,
+                    "--host", "0.0.0.0", "--port", str(template.port),
+                    "--base-path", base_path],
+        "workingDir": WORKSPACE,
+        "ports": [{"name": "http", "containerPort": template.port, "protocol": "TCP"}],
+        "env": [
+            {"name": "RUNNER_REPL_ID", "value": repl.id},
+            {"name": "RUNNER_KEY", "valueFrom": {"secretKeyRef": {
+                "name": n.secret, "key": names.RUNNER_KEY_ENTRY}}},
+            {"name": "RUNNER_CORE_URL", "value": settings.core_url},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "volumeMounts": _mounts(),
+        "securityContext": container_security(settings),
+        "resources": {
+            "requests": {"cpu": template.resources.cpu_request,
+                         "memory": template.resources.memory_request},
+            "limits": {"cpu": template.resources.cpu_limit,
+                       "memory": template.resources.memory_limit},
+        },
+        "readinessProbe": {
+            "httpGet": {"path": f"{base_path}healthz", "port": "http"},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        },
+    }
+    pod_spec = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "fsGroup": RUNNER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationGracePeriodSeconds": 10,
+        "initContainers": [sync_down],
+        "containers": [runner],
+        "volumes": [
+            {"name": WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": settings.k8s_workspace_size}},
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}},
+        ],
+    }
+    if settings.k8s_image_pull_secret:
+        pod_spec["imagePullSecrets"] = [{"name": settings.k8s_image_pull_secret}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(n.deployment, settings, labels),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},  # one workspace, never two pods writing it
+            "selector": {"matchLabels": names.selector_labels(repl.id)},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+
+
+def service(repl: Repl, template: Template, settings: Settings) -> dict:
+    n = names.object_names(repl.id)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(n.service, settings, _labels(repl, template)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.selector_labels(repl.id),
+            "ports": [{"name": "http", "port": template.port, "targetPort": "http",
+                       "protocol": "TCP"}],
+        },
+    }
+
+
+def ingress(repl: Repl, template: Template, settings: Settings) -> dict:
+    n = names.object_names(repl.id)
+    annotations = parse_pairs(settings.k8s_ingress_annotations, "DEVEX_K8S_INGRESS_ANNOTATIONS")
+    meta = _meta(n.ingress, settings, _labels(repl, template))
+    if annotations:
+        meta["annotations"] = annotations
+    spec: dict = {
+        "rules": [{
+            "host": settings.k8s_ingress_host,
+            "http": {"paths": [{
+                "path": f"/{repl.id}/",
+                "pathType": "Prefix",
+                "backend": {"service": {"name": n.service, "port": {"number": template.port}}},
+            }]},
+        }],
+    }
+    if settings.k8s_ingress_class:
+        spec["ingressClassName"] = settings.k8s_ingress_class
+    if settings.k8s_tls_secret:
+        spec["tls"] = [{"hosts": [settings.k8s_ingress_host],
+                        "secretName": settings.k8s_tls_secret}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta,
+            "spec": spec}
+
+
+def _peer(namespace_labels: str, pod_labels: str, what: str) -> dict:
+    peer: dict = {"namespaceSelector": {
+        "matchLabels": parse_pairs(namespace_labels, f"{what}_NAMESPACE_LABELS")}}
+    pods = parse_pairs(pod_labels, f"{what}_POD_LABELS")
+    if pods:
+        peer["podSelector"] = {"matchLabels": pods}
+    return peer
+
+
+def network_policy(repl: Repl, template: Template, settings: Settings) -> dict:
+    n = names.object_names(repl.id)
+    ingress_from = _peer(settings.k8s_ingress_namespace_labels, settings.k8s_ingress_pod_labels,
+                         "DEVEX_K8S_INGRESS")
+    core = _peer(settings.k8s_core_namespace_labels, settings.k8s_core_pod_labels,
+                 "DEVEX_K8S_CORE")
+    dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(n.network_policy, settings, _labels(repl, template)),
+        "spec": {
+            "podSelector": {"matchLabels": names.selector_labels(repl.id)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [ingress_from],
+                         "ports": [{"protocol": "TCP", "port": template.port}]}],
+            "egress": [
+                {"to": [dns], "ports": [{"protocol": "UDP", "port": 53},
+                                        {"protocol": "TCP", "port": 53}]},
+                {"to": [core], "ports": [{"protocol": "TCP", "port": settings.k8s_core_port}]},
+                {"to": [
+                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(DENIED_V4)}},
+                    {"ipBlock": {"cidr": "::/0", "except": list(DENIED_V6)}},
+                ]},
+            ],
+        },
+    }
+
+
+def sync_up_container(repl: Repl, settings: Settings, name: str) -> dict:
+    """The ephemeral container that saves the workspace (``pods/ephemeralcontainers``)."""
+    return {
+        "name": names.dns_label(name),
+        "image": settings.k8s_runner_image,
+        "imagePullPolicy": "IfNotPresent",
+        "targetContainerName": names.RUNNER_CONTAINER,
+        "command": ["python", "-m", "runner", "sync-up",
+                    "--src", WORKSPACE, "--prefix", repl.storage_prefix],
+        "env": s3_env(settings),
+        "volumeMounts": _mounts(),
+        "securityContext": container_security(settings),
+    }
+
+
+def all_objects(repl: Repl, template: Template, settings: Settings, runner_key: str) -> list[dict]:
+    """Every object of a REPL, in creation order (the Secret before the pod that reads it)."""
+    return [
+        runner_secret(repl, template, settings, runner_key),
+        network_policy(repl, template, settings),
+        service(repl, template, settings),
+        ingress(repl, template, settings),
+        deployment(repl, template, settings),
+    ]

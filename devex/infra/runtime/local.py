@@ -1,0 +1,231 @@
+"""``LocalRuntime``: a workspace directory plus a runner process per REPL, on 127.0.0.1.
+
+The files move with the runner's own ``sync-down``/``sync-up`` commands, exactly as the
+Kubernetes init and ephemeral containers do, so both runtimes share one sync path.
+Runner processes live in their own session so that a worker restart does not kill them;
+a small JSON record per REPL (pid, port) lets any worker find them again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from devex import tokens
+from devex.config import Settings
+from devex.errors import FilesNotSaved, RuntimeFailure
+from devex.infra.storage import StorageError
+from devex.infra.runtime.base import ManagedObject, Progress, Runtime, StartResult
+from devex.models import Repl
+from devex.templates_catalog import Template
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: ``python -m runner`` runs from here
+SYNC_TIMEOUT = 600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalRuntime(Runtime):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.workspaces = self.data_dir / "workspaces"
+        self.records = self.data_dir / "runners"
+        self.python = settings.runner_python or sys.executable
+
+    # -- helpers ---------------------------------------------------------------------
+    def workspace(self, repl_id: str) -> Path:
+        return self.workspaces / repl_id
+
+    def _record_path(self, repl_id: str) -> Path:
+        return self.records / f"{repl_id}.json"
+
+    def _record(self, repl_id: str) -> dict | None:
+        try:
+            return json.loads(self._record_path(repl_id).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _storage_env(self) -> dict[str, str]:
+        s = self.settings
+        env = {
+            "DEVEX_STORAGE": s.storage,
+            "DEVEX_DATA_DIR": str(self.data_dir),
+        }
+        if s.storage == "s3":
+            env.update(
+                DEVEX_S3_BUCKET=s.s3_bucket,
+                DEVEX_S3_ENDPOINT_URL=s.s3_endpoint_url,
+                DEVEX_S3_REGION=s.s3_region,
+                DEVEX_S3_ACCESS_KEY_ID=s.s3_access_key_id,
+                DEVEX_S3_SECRET_ACCESS_KEY=s.s3_secret_access_key,
+                DEVEX_S3_PATH_STYLE="true" if s.s3_path_style else "false",
+            )
+        return env
+
+    def _base_env(self) -> dict[str, str]:
+        # Only what the runner needs: never the core's own secrets.
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+        env = {k: v for k, v in os.environ.items() if k in keep}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        return env
+
+    def _sync(self, args: list[str]) -> dict:
+        env = {**self._base_env(), **self._storage_env()}
+        try:
+            done = subprocess.run(
+                [self.python, "-m", "runner", *args],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=SYNC_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            raise FilesNotSaved(f"{args[0]} timed out after {SYNC_TIMEOUT}s") from None
+        if done.returncode != 0:
+            reason = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
+            raise FilesNotSaved(f"{args[0]} failed: {reason}")
+        try:
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return {}
+
+    def _alive(self, record: dict | None) -> bool:
+        if not record:
+            return False
+        pid = record.get("pid")
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"serve" in cmdline and record.get("workspace", "").encode() in cmdline
+
+    def _healthy(self, url: str) -> bool:
+        try:
+            return requests.get(url + "healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    # -- interface -------------------------------------------------------------------
+    def check(self) -> None:
+        self.workspaces.mkdir(parents=True, exist_ok=True)
+        self.records.mkdir(parents=True, exist_ok=True)
+
+    def start(self, repl: Repl, template: Template, progress: Progress) -> StartResult:
+        self.check()
+        record = self._record(repl.id)
+        if self._alive(record) and self._healthy(record["url"]):
+            progress("runtime", "The runner was already up.")
+            return StartResult(url=record["url"], handle={"pid": str(record["pid"])})
+        workspace = self.workspace(repl.id)
+        if workspace.exists():
+            # Only a successful save removes a workspace, so one that is still here holds
+            # files at least as new as storage: never overwrite it with older ones.
+            progress("files", "Reusing the workspace kept from the last run.")
+        else:
+            tmp = workspace.with_name(workspace.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                report = self._sync(["sync-down", "--prefix", repl.storage_prefix,
+                                     "--dest", str(tmp)])
+            except FilesNotSaved as exc:  # worth a retry: storage may be back soon
+                raise StorageError(f"could not fetch the files: {exc}") from None
+            tmp.rename(workspace)
+            progress("files", f"Fetched {report.get('downloaded', 0)} files.")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        env = {
+            **self._base_env(),
+            "RUNNER_REPL_ID": repl.id,
+            "RUNNER_KEY": tokens.repl_key(self.settings.secret_key, repl.id),
+        }
+        if self.settings.core_url:
+            env["RUNNER_CORE_URL"] = self.settings.core_url
+        log_path = self.records / f"{repl.id}.log"
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                [self.python, "-m", "runner", "serve", "--workspace", str(workspace),
+                 "--host", "127.0.0.1", "--port", str(port), "--base-path", "/"],
+                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        record = {"pid": proc.pid, "port": port, "url": url, "workspace": str(workspace)}
+        self._record_path(repl.id).write_text(json.dumps(record))
+        progress("runtime", "Runner process launched; waiting for it to answer.")
+        deadline = time.monotonic() + self.settings.start_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self._record_path(repl.id).unlink(missing_ok=True)
+                raise RuntimeFailure(f"the runner exited with code {proc.returncode}; "
+                                     f"see {log_path.name}")
+            if self._healthy(url):
+                return StartResult(url=url, handle={"pid": str(proc.pid)})
+            time.sleep(0.1)  # polling a local process: nothing to watch
+        self._kill(proc.pid)
+        self._record_path(repl.id).unlink(missing_ok=True)
+        raise RuntimeFailure(f"the runner did not answer within {self.settings.start_timeout}s")
+
+    def stop(self, repl: Repl, progress: Progress, *, save: bool = True) -> None:
+        record = self._record(repl.id)
+        if self._alive(record):
+            self._kill(record["pid"])
+            progress("runtime", "Runner stopped.")
+        self._record_path(repl.id).unlink(missing_ok=True)
+        workspace = self.workspace(repl.id)
+        if not workspace.exists():
+            return  # nothing running and nothing unsaved
+        if save:
+            try:
+                report = self._sync(["sync-up", "--src", str(workspace),
+                                     "--prefix", repl.storage_prefix])
+            except FilesNotSaved as exc:
+                progress("files", f"Files not saved; the workspace is kept: {exc}")
+                raise FilesNotSaved(f"files not saved: {exc}") from None
+            progress("files", f"Saved files: {report.get('uploaded', 0)} uploaded, "
+                              f"{report.get('deleted', 0)} removed, "
+                              f"{report.get('unchanged', 0)} unchanged.")
+            for path, reason in report.get("skipped", []):
+                progress("files", f"Not saved: {path} ({reason})")
+        shutil.rmtree(workspace)
+
+    def is_running(self, repl: Repl) -> bool:
+        return self._alive(self._record(repl.id))
+
+    def list_managed(self) -> list[ManagedObject]:
+        found = []
+        if self.records.exists():
+            for path in sorted(self.records.glob("*.json")):
+                found.append(ManagedObject(repl_id=path.stem, kind="process", name=path.stem))
+        if self.workspaces.exists():
+            for path in sorted(p for p in self.workspaces.iterdir() if p.is_dir()):
+                found.append(ManagedObject(repl_id=path.name, kind="workspace", name=path.name))
+        return found
+
+    @staticmethod
+    def _kill(pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not our child (another worker started it)
+                done = pid if not Path(f"/proc/{pid}").exists() else 0
+            if done:
+                return
+            time.sleep(0.05)
+        os.killpg(pid, signal.SIGKILL)

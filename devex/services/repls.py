@@ -1,0 +1,213 @@
+"""The REPL rules: names, templates, ownership, quotas, allowed changes, which job to run.
+
+Plain Python (no Flask): views and the dashboard call this, jobs do the slow work.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from devex import tokens
+from devex.errors import InvalidInput, NotFound, QuotaExceeded, TransitionRefused
+from devex.models import Desired, Event, Repl, Status, utcnow
+from devex.wiring import Components
+
+NAME_RE = re.compile(r"^[A-Za-z0-9 _.\-]{1,64}$")
+IDE_TOKEN_TTL = 3600
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is asking: a logged-in user (or an admin acting through the API)."""
+
+    id: str
+    login: str
+    is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    repl: Repl
+    job_id: str | None  # None when nothing had to be done
+
+    @property
+    def accepted(self) -> bool:
+        return self.job_id is not None
+
+
+def validate_name(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise InvalidInput("The name must be a string.", code="invalid_name")
+    name = raw.strip()
+    if not name:
+        raise InvalidInput("The name must not be empty.", code="invalid_name")
+    if len(name) > 64:
+        raise InvalidInput("The name must be at most 64 characters.", code="invalid_name")
+    if not NAME_RE.match(name):
+        raise InvalidInput(
+            "The name may contain letters, digits, spaces, '-', '_' and '.' only.",
+            code="invalid_name",
+        )
+    return name
+
+
+def new_repl_id() -> str:
+    # 12 lower-case hex characters: short, unguessable enough, a valid DNS-1123 label part.
+    return secrets.token_hex(6)
+
+
+class ReplService:
+    def __init__(self, components: Components):
+        self.c = components
+        self.store = components.store
+
+    # -- reading ---------------------------------------------------------------------
+    def get(self, actor: Actor, repl_id: str) -> Repl:
+        repl = self.store.get(repl_id) if _plausible_id(repl_id) else None
+        if repl is None or (repl.owner_id != actor.id and not actor.is_admin):
+            raise NotFound("No such REPL.")  # another user's REPL looks exactly like none
+        return repl
+
+    def list(self, actor: Actor) -> list[Repl]:
+        return self.store.list_for_user(actor.id)
+
+    def events(self, actor: Actor, repl_id: str) -> list[Event]:
+        self.get(actor, repl_id)
+        return self.store.events(repl_id)
+
+    # -- changing --------------------------------------------------------------------
+    def create(self, actor: Actor, name: object, template: object, start: bool = True) -> Outcome:
+        clean = validate_name(name)
+        if not isinstance(template, str) or self.c.catalog.get(template) is None:
+            raise InvalidInput(
+                f"Unknown template; choose one of: {', '.join(self.c.catalog.ids())}.",
+                code="invalid_template",
+            )
+        if start:
+            self._check_running_quota(actor)
+        now = utcnow()
+        repl_id = new_repl_id()
+        repl = Repl(
+            id=repl_id,
+            name=clean,
+            template=template,
+            owner_id=actor.id,
+            owner_login=actor.login,
+            storage_prefix=f"{actor.login}/{repl_id}/",
+            status=Status.CREATING,
+            desired=Desired.RUNNING if start else Desired.STOPPED,
+            created_at=now,
+            updated_at=now,
+        )
+        self.store.create(repl, quota=self.c.settings.quota_repls)
+        self.store.add_event(repl_id, "created", f"Created from the {template} template.", actor.login)
+        job_id = self.c.jobs.enqueue("jobs.repl.create", repl_id)
+        return Outcome(self.store.require(repl_id), job_id)
+
+    def start(self, actor: Actor, repl_id: str) -> Outcome:
+        repl = self.get(actor, repl_id)
+        if repl.status in (Status.STARTING, Status.RUNNING):
+            return Outcome(repl, None)
+        if repl.status == Status.CREATING:
+            # The create job starts it once the files are in place.
+            self.store.transition(repl_id, None, allowed=[Status.CREATING],
+                                  fields={"desired": Desired.RUNNING.value})
+            return Outcome(self.store.require(repl_id), None)
+        self._check_running_quota(actor)
+        try:
+            self.store.transition(
+                repl_id,
+                Status.STARTING,
+                fields={"desired": Desired.RUNNING.value, "error": None},
+                session={"requested_at": utcnow()},
+            )
+        except TransitionRefused as refused:
+            if refused.current in (Status.STARTING, Status.RUNNING):
+                return Outcome(self.store.require(repl_id), None)  # lost a race to a twin
+            raise
+        self.store.add_event(repl_id, "start", "Start requested.", actor.login)
+        return Outcome(self.store.require(repl_id), self.c.jobs.enqueue("jobs.repl.start", repl_id))
+
+    def stop(self, actor: Actor, repl_id: str, *, force: bool = False) -> Outcome:
+        repl = self.get(actor, repl_id)
+        if repl.status in (Status.STOPPED, Status.STOPPING) and not (
+            force and repl.status == Status.STOPPING
+        ):
+            return Outcome(repl, None)
+        if repl.status == Status.CREATING:
+            self.store.transition(repl_id, None, allowed=[Status.CREATING],
+                                  fields={"desired": Desired.STOPPED.value})
+            return Outcome(self.store.require(repl_id), None)
+        allowed = [Status.RUNNING, Status.STARTING, Status.FAILED]
+        if force:
+            allowed.append(Status.STOPPING)
+        try:
+            self.store.transition(
+                repl_id, Status.STOPPING, allowed=allowed,
+                fields={"desired": Desired.STOPPED.value},
+            )
+        except TransitionRefused as refused:
+            if refused.current in (Status.STOPPED, Status.STOPPING):
+                return Outcome(self.store.require(repl_id), None)
+            raise
+        what = "Force stop requested: files will NOT be saved." if force else "Stop requested."
+        self.store.add_event(repl_id, "stop", what, actor.login)
+        job_id = self.c.jobs.enqueue("jobs.repl.stop", repl_id, force=force)
+        return Outcome(self.store.require(repl_id), job_id)
+
+    def delete(self, actor: Actor, repl_id: str) -> Outcome:
+        repl = self.get(actor, repl_id)
+        if repl.status == Status.DELETING:
+            return Outcome(repl, None)
+        self.store.transition(
+            repl_id,
+            Status.DELETING,
+            allowed=[s for s in Status if s != Status.DELETING],
+            fields={"desired": Desired.DELETED.value},
+        )
+        self.store.add_event(repl_id, "delete", "Delete requested.", actor.login)
+        return Outcome(self.store.require(repl_id), self.c.jobs.enqueue("jobs.repl.delete", repl_id))
+
+    # -- IDE and runner ----------------------------------------------------------------
+    def ide_session(self, actor: Actor, repl_id: str) -> dict:
+        repl = self.get(actor, repl_id)
+        if repl.status != Status.RUNNING or not repl.url:
+            raise TransitionRefused(f"The REPL is {repl.status.value}; start it first.",
+                                    code="not_running")
+        key = tokens.repl_key(self.c.settings.secret_key, repl_id)
+        expires = datetime.now(UTC) + timedelta(seconds=IDE_TOKEN_TTL)
+        return {
+            "url": repl.url,
+            "token": tokens.sign(key, repl_id, tokens.IDE_SCOPE),
+            "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+    def runner_heartbeat(self, repl_id: str, active: bool) -> None:
+        repl = self.store.get(repl_id)
+        if repl is None:
+            raise NotFound("No such REPL.")
+        if active:
+            self.store.touch_activity(repl_id)
+
+    def runner_idle(self, repl_id: str) -> Outcome:
+        repl = self.store.get(repl_id)
+        if repl is None:
+            raise NotFound("No such REPL.")
+        owner = Actor(id=repl.owner_id, login="runner", is_admin=True)
+        self.store.add_event(repl_id, "idle", "No activity for the idle period; stopping.")
+        return self.stop(owner, repl_id)
+
+    def _check_running_quota(self, actor: Actor) -> None:
+        limit = self.c.settings.quota_running
+        if limit >= 0 and self.store.count_running(actor.id) >= limit:
+            raise QuotaExceeded(
+                f"You may run at most {limit} REPLs at once; stop one first.",
+                headers={"Retry-After": "60"},
+            )
+
+
+def _plausible_id(repl_id: str) -> bool:
+    return bool(re.fullmatch(r"[a-z0-9]{1,32}", repl_id or ""))

@@ -1,0 +1,134 @@
+"""RQ jobs for the REPL lifecycle. Each takes the REPL id, holds that REPL's lock, does
+nothing when the REPL is no longer in the status the job was queued for (so running one
+twice is harmless), writes progress events, lets RQ retry transient failures, and on the
+final failure leaves the REPL ``failed`` with a readable reason."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from botocore.exceptions import BotoCoreError
+from redis import RedisError
+from rq import get_current_job
+
+from devex.errors import FilesNotSaved, LockBusy, RuntimeFailure, TransitionRefused
+from devex.infra.storage import StorageError
+from devex.infra.storage.seed import publish_templates, template_prefix
+from devex.models import Desired, Status
+from jobs import context
+
+log = logging.getLogger(__name__)
+
+# Failures worth another try: the next attempt may well succeed.
+TRANSIENT = (StorageError, LockBusy, RedisError, BotoCoreError, FilesNotSaved, OSError)
+
+
+def _final_attempt() -> bool:
+    job = get_current_job()
+    return job is None or not job.retries_left
+
+
+def _run(repl_id: str, expected: Status, work: Callable, what: str) -> str:
+    c = context.get()
+    try:
+        with c.store.lock(repl_id):
+            repl = c.store.get(repl_id)
+            if repl is None or repl.status != expected:
+                return "skipped"  # already done, superseded, or deleted
+            return work(c, repl)
+    except RuntimeFailure as exc:  # permanent: retrying would fail the same way
+        _fail(c, repl_id, expected, f"{what} failed: {exc}")
+        return "failed"
+    except TRANSIENT as exc:
+        if _final_attempt():
+            _fail(c, repl_id, expected, f"{what} failed: {exc}")
+            return "failed"
+        c.store.add_event(repl_id, "retry", f"{what} hit a problem, retrying: {exc}")
+        raise
+
+
+def _fail(c, repl_id: str, expected: Status, reason: str) -> None:
+    log.warning("REPL %s: %s", repl_id, reason)
+    try:
+        c.store.transition(repl_id, Status.FAILED, allowed=[expected], fields={"error": reason})
+    except TransitionRefused:
+        return  # someone moved it on meanwhile; their job reports for itself
+    c.store.add_event(repl_id, "failed", reason)
+
+
+def _progress(c, repl_id: str):
+    return lambda kind, message: c.store.add_event(repl_id, kind, message)
+
+
+def create(repl_id: str) -> str:
+    def work(c, repl):
+        template = c.catalog.get(repl.template)
+        if template is None:
+            raise RuntimeFailure(f"the template {repl.template!r} no longer exists")
+        publish_templates(c.storage, c.catalog)
+        count = c.storage.copy_prefix(template_prefix(template.id), repl.storage_prefix)
+        c.store.add_event(repl_id, "files", f"Copied {count} starter files.")
+        if repl.desired == Desired.RUNNING:
+            c.store.transition(repl_id, Status.STARTING, allowed=[Status.CREATING])
+            return _start(c, c.store.require(repl_id))
+        c.store.transition(repl_id, Status.STOPPED, allowed=[Status.CREATING])
+        c.store.add_event(repl_id, "stopped", "Ready; not started.")
+        return "stopped"
+
+    return _run(repl_id, Status.CREATING, work, "Creating")
+
+
+def _start(c, repl) -> str:
+    template = c.catalog.get(repl.template)
+    if template is None:
+        raise RuntimeFailure(f"the template {repl.template!r} no longer exists")
+    c.store.add_event(repl.id, "starting", "Starting the runner.")
+    result = c.runtime.start(repl, template, _progress(c, repl.id))
+    try:
+        c.store.transition(
+            repl.id,
+            Status.RUNNING,
+            allowed=[Status.STARTING],
+            fields={"url": result.url, "runtime": json.dumps(result.handle, sort_keys=True),
+                    "error": None},
+            session={"url": result.url, **result.handle},
+        )
+    except TransitionRefused:
+        # A stop or delete arrived while starting; its job (queued behind us) tears down.
+        c.store.set_fields(repl.id, runtime=json.dumps(result.handle, sort_keys=True))
+        return "superseded"
+    c.store.add_event(repl.id, "running", f"Running at {result.url}")
+    return "running"
+
+
+def start(repl_id: str) -> str:
+    return _run(repl_id, Status.STARTING, _start, "Starting")
+
+
+def stop(repl_id: str, force: bool = False) -> str:
+    def work(c, repl):
+        if force:
+            c.store.add_event(repl_id, "force-stop", "Stopping without saving files.")
+        c.runtime.stop(repl, _progress(c, repl_id), save=not force)
+        c.store.transition(
+            repl_id, Status.STOPPED, allowed=[Status.STOPPING],
+            fields={"url": None, "runtime": "{}", "error": None}, clear_session=True,
+        )
+        c.store.add_event(repl_id, "stopped", "Stopped; files saved." if not force
+                          else "Stopped; files were not saved.")
+        return "stopped"
+
+    return _run(repl_id, Status.STOPPING, work, "Stopping")
+
+
+def delete(repl_id: str) -> str:
+    def work(c, repl):
+        c.runtime.stop(repl, _progress(c, repl_id), save=False)
+        removed = c.storage.delete_prefix(repl.storage_prefix)
+        log.info("REPL %s deleted with %d files", repl_id, removed)
+        c.store.delete(repl)
+        return "deleted"
+
+    return _run(repl_id, Status.DELETING, work, "Deleting")

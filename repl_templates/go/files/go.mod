@@ -1,0 +1,3 @@
+module devex.example/repl
+
+go 1.22

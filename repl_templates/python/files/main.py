@@ -1,0 +1,6 @@
+def main() -> None:
+    print("Hello from your Devex REPL!")
+
+
+if __name__ == "__main__":
+    main()

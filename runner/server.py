@@ -1,0 +1,234 @@
+"""The runner's HTTP surface (aiohttp), mounted under a base path.
+
+``{base}healthz`` is always open. Every ``{base}api/`` route needs an IDE token for this REPL
+when a key is configured (``RUNNER_REPL_ID`` + ``RUNNER_KEY``); without one (local development)
+the API is open. Errors are always ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import secrets
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from devex import tokens
+from runner import heartbeat
+from runner.workspace import MAX_READ_BYTES, Workspace, WorkspaceError
+
+log = logging.getLogger("runner")
+access_log = logging.getLogger("runner.access")
+
+_BASE_PATH_RE = re.compile(r"^/(?:[A-Za-z0-9._~-]+/)*$")
+_PAGE = Path(__file__).with_name("static") / "index.html"
+
+
+def render_page(nonce: str) -> str:
+    return _PAGE.read_text(encoding="utf-8").replace("__NONCE__", nonce)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    workspace: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_path: str = "/"
+    repl_id: str | None = None
+    key: str | None = None
+    token_max_age: int = 3600
+    core_url: str | None = None
+    heartbeat_seconds: float = 60.0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.repl_id and self.key)
+
+
+def normalize_base_path(value: str | None) -> str:
+    """``abc`` / ``/abc`` / ``/abc/`` -> ``/abc/``; ``""`` -> ``/``. Rejects odd characters."""
+    value = (value or "/").strip()
+    if not value.startswith("/"):
+        value = "/" + value
+    if not value.endswith("/"):
+        value += "/"
+    value = re.sub(r"/{2,}", "/", value)
+    if not _BASE_PATH_RE.match(value) or any(seg in (".", "..") for seg in value.split("/")):
+        raise ValueError(f"invalid base path: {value!r}")
+    return value
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log without the query string (it may carry ``?token=``) or any header."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %s %.3fs',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            response.body_length,
+            time,
+        )
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
+
+SETTINGS = web.AppKey("settings", ServerSettings)
+WORKSPACE = web.AppKey("workspace", Workspace)
+ACTIVITY = web.AppKey("activity", heartbeat.Activity)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.query.get("token") or None
+
+
+def create_app(settings: ServerSettings) -> web.Application:
+    base = normalize_base_path(settings.base_path)
+    api_prefix = base + "api/"
+
+    @web.middleware
+    async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(api_prefix):
+            if settings.auth_enabled:
+                try:
+                    tokens.verify(
+                        settings.key,
+                        settings.repl_id,
+                        tokens.IDE_SCOPE,
+                        _bearer(request),
+                        settings.token_max_age,
+                    )
+                except tokens.TokenError as exc:
+                    resp = error_response(401, "unauthorized", str(exc))
+                    resp.headers["WWW-Authenticate"] = "Bearer"
+                    return resp
+            request.app[ACTIVITY].touch()
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _HTTP_CODES.get(exc.status, "http_error")
+            return error_response(exc.status, code, exc.reason)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def index(request: web.Request) -> web.Response:
+        nonce = secrets.token_urlsafe(16)
+        resp = web.Response(text=render_page(nonce), content_type="text/html")
+        resp.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        )
+        return resp
+
+    async def redirect_to_base(request: web.Request) -> web.Response:
+        raise web.HTTPPermanentRedirect(base)
+
+    async def list_files(request: web.Request) -> web.Response:
+        ws = request.app[WORKSPACE]
+        entries, truncated = await asyncio.to_thread(ws.list_files)
+        body: dict = {"files": entries}
+        if truncated:
+            body["truncated"] = True
+        return web.json_response(body)
+
+    async def read_file(request: web.Request) -> web.Response:
+        ws = request.app[WORKSPACE]
+        rel = request.match_info["path"]
+        try:
+            content = await asyncio.to_thread(ws.read_file, rel, MAX_READ_BYTES)
+        except WorkspaceError as exc:
+            status = {"bad_path": 400, "not_found": 404, "too_large": 413}.get(exc.code, 400)
+            return error_response(status, exc.code, str(exc))
+        data = content.data
+        text: str | None = None
+        if b"\x00" not in data:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+        if text is not None:
+            encoded, encoding = text, "utf-8"
+        else:
+            encoded, encoding = base64.b64encode(data).decode("ascii"), "base64"
+        return web.json_response(
+            {"path": content.path, "size": content.size, "content": encoded, "encoding": encoding}
+        )
+
+    async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Cache-Control", "no-store")
+
+    app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[WORKSPACE] = Workspace(settings.workspace)
+    app[ACTIVITY] = heartbeat.Activity()
+    app.on_response_prepare.append(security_headers)
+    app.router.add_get(base + "healthz", healthz)
+    app.router.add_get(base, index)
+    if base != "/":
+        app.router.add_get(base.rstrip("/"), redirect_to_base)
+    app.router.add_get(api_prefix + "files", list_files)
+    app.router.add_get(api_prefix + "files/{path:.*}", read_file)
+    if settings.core_url and settings.auth_enabled:
+        app.cleanup_ctx.append(heartbeat.cleanup_ctx(settings, app[ACTIVITY]))
+    return app
+
+
+async def serve(settings: ServerSettings, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+    app = create_app(settings)
+    app_runner = web.AppRunner(app, access_log_class=PathOnlyAccessLogger, access_log=access_log)
+    await app_runner.setup()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(app_runner, settings.host, settings.port, shutdown_timeout=10)
+        await site.start()
+        log.info(
+            "serving %s on http://%s:%s%s (auth %s)",
+            settings.workspace,
+            settings.host,
+            settings.port,
+            normalize_base_path(settings.base_path),
+            "on" if settings.auth_enabled else "off",
+        )
+        if not settings.auth_enabled and settings.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("no RUNNER_KEY set: the file API is open to anyone who can reach it")
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await app_runner.cleanup()

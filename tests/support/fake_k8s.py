@@ -1,0 +1,537 @@
+"""A stateful fake Kubernetes API server, in-process on 127.0.0.1, for the real client.
+
+It speaks the REST protocol the official ``kubernetes`` client uses for the kinds Devex
+touches: create / get / list (label and field selectors, limit) / patch (JSON merge and
+strategic merge) / delete for Deployments (apps/v1), Services, Secrets, Pods (v1), Ingresses
+and NetworkPolicies (networking.k8s.io/v1); 404 and 409 as real ``Status`` objects; watches
+on pods (``?watch=true``, chunked JSON lines, ``timeoutSeconds``); and the
+``pods/{name}/ephemeralcontainers`` subresource.
+
+It plays the controllers too: creating a Deployment creates its Pod (labels and spec from the
+template) and "kubelet" sets the pod's status at once according to ``pod_mode``; changing a
+Deployment's template replaces its pod; deleting a Deployment deletes its pods. An injected
+ephemeral container terminates at once with ``sync_exit_code`` (None: it keeps running).
+Every request is logged in ``requests`` so tests can count API calls.
+
+Usage::
+
+    with FakeKube() as kube:
+        api_client = kube.api_client()
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from kubernetes import client
+
+# resource plural -> (group/version prefix, kind)
+RESOURCES = {
+    "deployments": ("/apis/apps/v1", "Deployment", "apps/v1"),
+    "services": ("/api/v1", "Service", "v1"),
+    "secrets": ("/api/v1", "Secret", "v1"),
+    "pods": ("/api/v1", "Pod", "v1"),
+    "ingresses": ("/apis/networking.k8s.io/v1", "Ingress", "networking.k8s.io/v1"),
+    "networkpolicies": ("/apis/networking.k8s.io/v1", "NetworkPolicy", "networking.k8s.io/v1"),
+}
+_PATH = re.compile(
+    r"^(?P<prefix>/api/v1|/apis/apps/v1|/apis/networking\.k8s\.io/v1)"
+    r"/namespaces/(?P<ns>[^/]+)/(?P<res>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[a-z]+))?$"
+)
+
+POD_MODES = ("ready", "never-ready", "image-pull", "unschedulable", "crashloop")
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    content_type: str = ""
+
+    @property
+    def verb(self) -> str:
+        q = parse_qs(self.query)
+        m = _PATH.match(self.path)
+        named = bool(m and m.group("name"))
+        sub = m.group("sub") if m else None
+        if self.method == "GET":
+            if q.get("watch", [""])[0].lower() == "true":
+                return "watch"
+            return "get" if named else "list"
+        base = {"POST": "create", "PATCH": "patch", "DELETE": "delete", "PUT": "update"}[
+            self.method]
+        return f"{base}/{sub}" if sub else base
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status(code: int, reason: str, message: str, kind: str = "", name: str = "") -> dict:
+    return {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "details": {"name": name, "kind": kind},
+        "code": code,
+    }
+
+
+def json_merge_patch(target, patch):
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = json_merge_patch(result.get(key), value)
+    return result
+
+
+def strategic_merge_patch(target, patch):
+    """Enough of strategic merge for our kinds: lists of named dicts merge by ``name``."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, list) and value and all(
+                isinstance(v, dict) and "name" in v for v in value):
+            current = list(result.get(key) or [])
+            index = {item.get("name"): i for i, item in enumerate(current)}
+            for item in value:
+                if item["name"] in index:
+                    current[index[item["name"]]] = strategic_merge_patch(
+                        current[index[item["name"]]], item)
+                else:
+                    current.append(copy.deepcopy(item))
+            result[key] = current
+        else:
+            result[key] = strategic_merge_patch(result.get(key), value)
+    return result
+
+
+def _match_labels(labels: dict, selector: str) -> bool:
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.split("==", 1) if "==" in term else term.split("=", 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _match_fields(obj: dict, selector: str) -> bool:
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        k, _, v = term.partition("=")
+        if k == "metadata.name" and obj["metadata"]["name"] != v:
+            return False
+        if k == "metadata.namespace" and obj["metadata"].get("namespace") != v:
+            return False
+    return True
+
+
+class FakeKube:
+    """The fake API server. Knobs: ``pod_mode``, ``sync_exit_code``, ``sync_message``,
+    ``watch_cap`` (longest a watch stays open, seconds)."""
+
+    def __init__(self):
+        self.objects: dict[tuple[str, str, str], dict] = {}
+        self.requests: list[Request] = []
+        self.pod_mode = "ready"
+        self.sync_exit_code: int | None = 0
+        self.sync_message = ""
+        self.watch_cap = 30.0
+        self.fail: dict[tuple[str, str], int] = {}  # (method, resource) -> status to answer
+        self._rv = itertools.count(1)
+        self._events: list[tuple[int, str, str, dict]] = []  # (rv, type, resource, obj)
+        self._cond = threading.Condition()
+        self._closing = False
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> FakeKube:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        fake = self
+
+        class Handler(_Handler):
+            kube = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def api_client(self) -> client.ApiClient:
+        cfg = client.Configuration(host=self.url)
+        return client.ApiClient(cfg)
+
+    # -- helpers for tests ---------------------------------------------------------------
+    def names(self, resource: str, namespace: str | None = None) -> list[str]:
+        with self._cond:
+            return sorted(n for (r, ns, n) in self.objects
+                          if r == resource and (namespace is None or ns == namespace))
+
+    def get(self, resource: str, namespace: str, name: str) -> dict | None:
+        with self._cond:
+            obj = self.objects.get((resource, namespace, name))
+            return copy.deepcopy(obj) if obj else None
+
+    def put(self, resource: str, namespace: str, obj: dict) -> dict:
+        """Create an object directly (as if someone else made it)."""
+        with self._cond:
+            return self._create(resource, namespace, copy.deepcopy(obj))
+
+    def count(self, verb: str | None = None) -> int:
+        return sum(1 for r in self.requests if verb is None or r.verb == verb)
+
+    def reset_log(self) -> None:
+        self.requests.clear()
+
+    # -- store (call with self._cond held) ------------------------------------------------
+    def _emit(self, type_: str, resource: str, obj: dict) -> None:
+        rv = next(self._rv)
+        obj["metadata"]["resourceVersion"] = str(rv)
+        self._events.append((rv, type_, resource, copy.deepcopy(obj)))
+        self._cond.notify_all()
+
+    def _create(self, resource: str, namespace: str, obj: dict) -> dict:
+        prefix, kind, api_version = RESOURCES[resource]
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        name = meta.get("name")
+        if not name:
+            raise _Error(_status(422, "Invalid", f"{kind}: metadata.name: Required", kind))
+        key = (resource, namespace, name)
+        if key in self.objects:
+            raise _Error(_status(409, "AlreadyExists",
+                                 f'{resource} "{name}" already exists', resource, name))
+        obj["apiVersion"], obj["kind"] = api_version, kind
+        meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=_now(),
+                    generation=1)
+        if resource == "services":
+            obj.setdefault("spec", {}).setdefault("clusterIP", "10.96.0.10")
+        self.objects[key] = obj
+        self._emit("ADDED", resource, obj)
+        if resource == "deployments":
+            self._new_pod(namespace, obj)
+        return obj
+
+    def _update(self, resource: str, namespace: str, name: str, new: dict) -> dict:
+        key = (resource, namespace, name)
+        old = self.objects[key]
+        new["metadata"]["name"] = name
+        new["metadata"]["uid"] = old["metadata"]["uid"]
+        if new.get("spec") != old.get("spec"):
+            new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        self.objects[key] = new
+        self._emit("MODIFIED", resource, new)
+        if resource == "deployments" and \
+                new["spec"].get("template") != old["spec"].get("template"):
+            self._delete_pods_of(namespace, name)  # Recreate: old pod goes, new pod comes
+            self._new_pod(namespace, new)
+        return new
+
+    def _delete(self, resource: str, namespace: str, name: str) -> dict:
+        key = (resource, namespace, name)
+        if key not in self.objects:
+            raise _Error(_status(404, "NotFound", f'{resource} "{name}" not found',
+                                 resource, name))
+        obj = self.objects.pop(key)
+        self._emit("DELETED", resource, obj)
+        if resource == "deployments":
+            self._delete_pods_of(namespace, name)
+        return obj
+
+    def _delete_pods_of(self, namespace: str, deployment: str) -> None:
+        for (res, ns, name), pod in list(self.objects.items()):
+            owners = pod["metadata"].get("ownerReferences") or []
+            if res == "pods" and ns == namespace and any(
+                    o.get("name") == deployment for o in owners):
+                self._delete("pods", ns, name)
+
+    def _new_pod(self, namespace: str, deployment: dict) -> None:
+        template = deployment["spec"]["template"]
+        dname = deployment["metadata"]["name"]
+        pod = {
+            "metadata": {
+                "name": f"{dname}-{uuid.uuid4().hex[:10]}-{uuid.uuid4().hex[:5]}",
+                "labels": copy.deepcopy(template["metadata"].get("labels", {})),
+                # The real chain is Deployment -> ReplicaSet -> Pod; one hop is enough here.
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": dname, "uid": deployment["metadata"]["uid"],
+                                     "controller": True}],
+            },
+            "spec": copy.deepcopy(template["spec"]),
+            "status": {"phase": "Pending"},
+        }
+        pod = self._create("pods", namespace, pod)
+        self._kubelet(pod)
+        self._emit("MODIFIED", "pods", pod)
+
+    def _kubelet(self, pod: dict) -> None:
+        spec, mode = pod["spec"], self.pod_mode
+        init = [{"name": c["name"], "image": c["image"], "ready": False, "restartCount": 0,
+                 "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+                for c in spec.get("initContainers", [])]
+
+        def containers(state, ready, restarts=0):
+            return [{"name": c["name"], "image": c["image"], "ready": ready,
+                     "restartCount": restarts, "state": copy.deepcopy(state)}
+                    for c in spec.get("containers", [])]
+
+        cond = lambda t, s, **kw: {"type": t, "status": s, **kw}  # noqa: E731
+        if mode == "unschedulable":
+            pod["status"] = {"phase": "Pending", "conditions": [cond(
+                "PodScheduled", "False", reason="Unschedulable",
+                message="0/3 nodes are available: 3 Insufficient memory.")]}
+            return
+        if mode == "image-pull":
+            status = {"phase": "Pending", "initContainerStatuses": init,
+                      "containerStatuses": containers(
+                          {"waiting": {"reason": "ImagePullBackOff",
+                                       "message": "Back-off pulling image"}}, False)}
+            ready = "False"
+        elif mode == "crashloop":
+            status = {"phase": "Running", "initContainerStatuses": init,
+                      "containerStatuses": containers(
+                          {"waiting": {"reason": "CrashLoopBackOff"}}, False, 4)}
+            ready = "False"
+        else:
+            ok = mode == "ready"
+            status = {"phase": "Running", "initContainerStatuses": init,
+                      "containerStatuses": containers({"running": {"startedAt": _now()}}, ok)}
+            ready = "True" if ok else "False"
+        status["conditions"] = [cond("PodScheduled", "True"), cond("Initialized", "True"),
+                                cond("ContainersReady", ready), cond("Ready", ready)]
+        pod["status"] = status
+
+    def _ephemeral(self, namespace: str, name: str, body: dict, content_type: str) -> dict:
+        key = ("pods", namespace, name)
+        if key not in self.objects:
+            raise _Error(_status(404, "NotFound", f'pods "{name}" not found', "pods", name))
+        pod = self.objects[key]
+        merge = json_merge_patch if "merge-patch" in content_type else strategic_merge_patch
+        before = {c["name"] for c in pod["spec"].get("ephemeralContainers", [])}
+        patched = merge({"spec": pod["spec"]}, body)
+        after = patched.get("spec", {}).get("ephemeralContainers", [])
+        for c in after:
+            for field in ("resources", "ports", "readinessProbe", "livenessProbe"):
+                if field in c:
+                    raise _Error(_status(422, "Invalid",
+                                         f"ephemeralContainers.{field}: Forbidden", "Pod", name))
+        pod["spec"]["ephemeralContainers"] = after
+        statuses = pod["status"].setdefault("ephemeralContainerStatuses", [])
+        for c in after:
+            if c["name"] in before:
+                continue
+            entry = {"name": c["name"], "image": c["image"], "ready": False,
+                     "restartCount": 0, "state": {"running": {"startedAt": _now()}}}
+            statuses.append(entry)
+            self._emit("MODIFIED", "pods", pod)
+            if self.sync_exit_code is not None:
+                code = self.sync_exit_code
+                entry["state"] = {"terminated": {
+                    "exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                    **({"message": self.sync_message} if self.sync_message else {})}}
+                self._emit("MODIFIED", "pods", pod)
+        return pod
+
+    # -- dispatch ----------------------------------------------------------------------
+    def handle(self, method: str, path: str, query: dict, body, content_type: str):
+        """(status, json) for plain requests; ("watch", args) for watches."""
+        m = _PATH.match(path)
+        if not m or m.group("res") not in RESOURCES or \
+                RESOURCES[m.group("res")][0] != m.group("prefix"):
+            return 404, _status(404, "NotFound", f"the server could not find {path}")
+        res, ns, name, sub = m.group("res"), m.group("ns"), m.group("name"), m.group("sub")
+        q = {k: v[0] for k, v in query.items()}
+        if (method, res) in self.fail:
+            code = self.fail[(method, res)]
+            return code, _status(code, "InternalError", "injected failure")
+        with self._cond:
+            try:
+                if method == "GET" and name is None:
+                    if q.get("watch", "").lower() == "true":
+                        return "watch", (res, ns, q)
+                    items = [copy.deepcopy(o) for (r, n_, _), o in sorted(self.objects.items())
+                             if r == res and n_ == ns
+                             and _match_labels(o["metadata"].get("labels") or {},
+                                               q.get("labelSelector", ""))
+                             and _match_fields(o, q.get("fieldSelector", ""))]
+                    if q.get("limit"):
+                        items = items[: int(q["limit"])]
+                    kind = RESOURCES[res][1]
+                    return 200, {"kind": f"{kind}List", "apiVersion": RESOURCES[res][2],
+                                 "metadata": {"resourceVersion": str(next(self._rv))},
+                                 "items": items}
+                if method == "POST" and name is None:
+                    return 201, copy.deepcopy(self._create(res, ns, body))
+                if name is None:
+                    return 405, _status(405, "MethodNotAllowed", "method not allowed")
+                if sub == "ephemeralcontainers" and res == "pods":
+                    if method == "PATCH":
+                        return 200, copy.deepcopy(self._ephemeral(ns, name, body, content_type))
+                    if method != "GET":
+                        return 405, _status(405, "MethodNotAllowed", "method not allowed")
+                elif sub:
+                    return 404, _status(404, "NotFound", f"no subresource {sub}")
+                key = (res, ns, name)
+                if method == "DELETE":
+                    self._delete(res, ns, name)
+                    return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                 "status": "Success",
+                                 "details": {"name": name, "kind": res}}
+                if key not in self.objects:
+                    return 404, _status(404, "NotFound", f'{res} "{name}" not found', res, name)
+                if method == "GET":
+                    return 200, copy.deepcopy(self.objects[key])
+                if method == "PATCH":
+                    if "json-patch" in content_type:
+                        return 415, _status(415, "UnsupportedMediaType", "json-patch unused")
+                    merge = json_merge_patch if "merge-patch" in content_type \
+                        else strategic_merge_patch
+                    new = merge(self.objects[key], body)
+                    return 200, copy.deepcopy(self._update(res, ns, name, new))
+                return 405, _status(405, "MethodNotAllowed", "method not allowed")
+            except _Error as err:
+                return err.status["code"], err.status
+
+    def watch(self, res: str, ns: str, q: dict, write) -> None:
+        """Stream events: ADDED for what exists now, then changes, until the timeout."""
+        timeout = min(float(q.get("timeoutSeconds") or self.watch_cap), self.watch_cap)
+        deadline = time.monotonic() + timeout
+
+        def wanted(obj):
+            return (obj["metadata"].get("namespace") == ns
+                    and _match_labels(obj["metadata"].get("labels") or {},
+                                      q.get("labelSelector", ""))
+                    and _match_fields(obj, q.get("fieldSelector", "")))
+
+        with self._cond:
+            start_rv = self._events[-1][0] if self._events else 0
+            initial = [copy.deepcopy(o) for (r, _, _), o in sorted(self.objects.items())
+                       if r == res and wanted(o)]
+        for obj in initial:
+            write({"type": "ADDED", "object": obj})
+        seen = start_rv
+        while True:
+            with self._cond:
+                pending = [e for e in self._events if e[0] > seen]
+                while not pending and not self._closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self._cond.wait(left)
+                    pending = [e for e in self._events if e[0] > seen]
+                if self._closing:
+                    return
+            for rv, type_, r, obj in pending:
+                seen = rv
+                if r == res and wanted(obj):
+                    write({"type": type_, "object": obj})
+            if time.monotonic() >= deadline:
+                return
+
+
+class _Error(Exception):
+    def __init__(self, status: dict):
+        self.status = status
+
+
+class _Handler(BaseHTTPRequestHandler):
+    kube: FakeKube
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet test output
+        pass
+
+    def _dispatch(self) -> None:
+        parts = urlsplit(self.path)
+        content_type = self.headers.get("Content-Type", "")
+        self.kube.requests.append(Request(self.command, parts.path, parts.query, content_type))
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            self._send(400, _status(400, "BadRequest", "body is not JSON"))
+            return
+        status, payload = self.kube.handle(self.command, parts.path, parse_qs(parts.query),
+                                           body, content_type)
+        if status == "watch":
+            self._stream(*payload)
+        else:
+            self._send(status, payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, res: str, ns: str, q: dict) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def write(event: dict) -> None:
+            line = json.dumps(event).encode() + b"\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+            self.wfile.flush()
+
+        try:
+            self.kube.watch(res, ns, q, write)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
