@@ -48,8 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     app.config.update({k: v for k, v in test_config.items() if not k.startswith("DEVEX_")})
 
     components = build(settings, connection=test_config.get("REDIS_CONNECTION"))
-    ext = DevexExtension(settings=settings, components=components,
-                         repls=ReplService(components))
+    ext = DevexExtension(settings=settings, components=components, repls=ReplService(components))
     app.extensions["devex"] = ext
 
     from devex import errorhandlers

@@ -52,11 +52,21 @@ class Settings:
     embedded_worker: bool | None = None  # None: on exactly when Redis is in-process
     job_retry_intervals: tuple[int, ...] = (0, 0, 0)  # seconds between retries, one per retry
     start_timeout: int = 60  # seconds a runner gets to become ready
+    lock_wait: int = 300  # seconds a job waits for another job on the same REPL
     max_body_bytes: int = 64 * 1024
     quota_repls: int = 50
     quota_running: int = 5
     runner_python: str = ""  # interpreter for local runner processes; empty: this one
     core_url: str = ""  # how runners reach the core (heartbeats); empty: not reported
+    # --- auth, sessions, personal tokens, limits, CORS (devex/auth_setup.py) ---
+    session_lifetime_hours: int = 168  # server-side session lifetime (7 days)
+    github_recheck_seconds: int = 900  # re-check the GitHub token this often; 0: never
+    github_timeout: int = 10  # seconds for every call to GitHub
+    api_tokens_per_user: int = 50
+    rate_limit_create: str = "20/minute"  # flask-limiter syntax, per user; empty: no limit
+    rate_limit_start: str = "30/minute"
+    rate_limit_storage_url: str = ""  # empty: DEVEX_REDIS_URL, or memory:// when embedded
+    cors_origins: tuple[str, ...] = ()  # IDE frontend origins allowed with credentials
     # --- kubernetes (owned by devex/infra/runtime/kubernetes; add fields here) ---
     k8s_ingress_host: str = "repl.example.com"
     k8s_ingress_class: str = ""

@@ -105,4 +105,3 @@ class ReadyOut(Schema):
     redis = String(required=True)
     storage = String(required=True)
     runtime = String(required=True)
-

@@ -29,7 +29,10 @@ class Components:
 def connect_redis(settings: Settings) -> redis.Redis:
     if settings.redis_url:
         return redis.Redis.from_url(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+            settings.redis_url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
         )
     # Embedded mode: an in-process Redis; RQ and the store share it.
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())

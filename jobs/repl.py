@@ -33,7 +33,7 @@ def _final_attempt() -> bool:
 def _run(repl_id: str, expected: Status, work: Callable, what: str) -> str:
     c = context.get()
     try:
-        with c.store.lock(repl_id):
+        with c.store.lock(repl_id, wait=c.settings.lock_wait):
             repl = c.store.get(repl_id)
             if repl is None or repl.status != expected:
                 return "skipped"  # already done, superseded, or deleted
@@ -91,8 +91,11 @@ def _start(c, repl) -> str:
             repl.id,
             Status.RUNNING,
             allowed=[Status.STARTING],
-            fields={"url": result.url, "runtime": json.dumps(result.handle, sort_keys=True),
-                    "error": None},
+            fields={
+                "url": result.url,
+                "runtime": json.dumps(result.handle, sort_keys=True),
+                "error": None,
+            },
             session={"url": result.url, **result.handle},
         )
     except TransitionRefused:
@@ -113,11 +116,17 @@ def stop(repl_id: str, force: bool = False) -> str:
             c.store.add_event(repl_id, "force-stop", "Stopping without saving files.")
         c.runtime.stop(repl, _progress(c, repl_id), save=not force)
         c.store.transition(
-            repl_id, Status.STOPPED, allowed=[Status.STOPPING],
-            fields={"url": None, "runtime": "{}", "error": None}, clear_session=True,
+            repl_id,
+            Status.STOPPED,
+            allowed=[Status.STOPPING],
+            fields={"url": None, "runtime": "{}", "error": None},
+            clear_session=True,
         )
-        c.store.add_event(repl_id, "stopped", "Stopped; files saved." if not force
-                          else "Stopped; files were not saved.")
+        c.store.add_event(
+            repl_id,
+            "stopped",
+            "Stopped; files saved." if not force else "Stopped; files were not saved.",
+        )
         return "stopped"
 
     return _run(repl_id, Status.STOPPING, work, "Stopping")

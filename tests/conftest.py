@@ -44,8 +44,9 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture
 def app(data_dir: Path):
     """Embedded mode: in-process Redis, worker thread, local storage and runners."""
-    app = create_app({"TESTING": True, "DEVEX_DATA_DIR": data_dir,
-                      "DEVEX_SECRET_KEY": "test-secret"})
+    app = create_app(
+        {"TESTING": True, "DEVEX_DATA_DIR": data_dir, "DEVEX_SECRET_KEY": "test-secret"}
+    )
     yield app
     worker = app.extensions["devex"].worker
     if worker is not None:

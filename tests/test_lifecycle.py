@@ -88,7 +88,11 @@ def rq_worker(cluster_env):
     rq = Path(sys.executable).parent / "rq"
     proc = subprocess.Popen(
         [str(rq), "worker", "--url", cluster_env["DEVEX_REDIS_URL"], "--with-scheduler", "devex"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     conn = redis.Redis.from_url(cluster_env["DEVEX_REDIS_URL"])
     wait_for(lambda: Worker.all(connection=conn) or proc.poll() is not None, 30, "rq worker")

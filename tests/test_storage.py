@@ -24,7 +24,7 @@ from devex.infra.storage import (
     storage_from_env,
     template_prefix,
 )
-from devex.infra.storage.s3 import _etag
+from devex.infra.storage.s3 import _etag, client_config
 from devex.infra.storage.sync import EMPTY_DIR, SPECIAL, SYMLINK, same_content
 from devex.templates_catalog import Catalog, Template
 from tests.support.moto_server import s3_client
@@ -34,12 +34,19 @@ pytest_plugins = ["tests.support.moto_server"]
 MANY = 1005  # more than one S3 page (1,000 keys) and one DeleteObjects batch
 
 
+@pytest.fixture(scope="session")
+def storage_client(moto_server: str) -> Any:
+    """A client configured exactly as S3Storage builds one, shared to keep tests quick."""
+    return s3_client(moto_server, client_config(path_style=True))
+
+
 @pytest.fixture(params=["local", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> SyncingStorage:
     if request.param == "local":
         return LocalStorage(tmp_path / "objects")
-    settings = request.getfixturevalue("s3_settings")
-    return storage_from_env(settings)
+    # storage_from_env's own client construction is covered by the tests at the end.
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Storage(bucket, client=request.getfixturevalue("storage_client"))
 
 
 class CallCounter:
@@ -122,6 +129,17 @@ def test_unsafe_keys_are_refused(storage: SyncingStorage, key: str) -> None:
 def test_prefix_must_end_with_slash(storage: SyncingStorage) -> None:
     with pytest.raises(StorageError, match="ends with '/'"):
         storage.list("alice/r1")
+
+
+def test_whole_storage_is_never_deleted_or_synced_over(
+    storage: SyncingStorage, tmp_path: Path
+) -> None:
+    storage.write("alice/r1/main.py", b"x")
+    with pytest.raises(StorageError, match="whole storage"):
+        storage.delete_prefix("")
+    with pytest.raises(StorageError, match="whole storage"):
+        storage.sync_up(tmp_path, "")
+    assert storage.read("alice/r1/main.py") == b"x"
 
 
 def test_check_passes(storage: SyncingStorage) -> None:
@@ -329,10 +347,8 @@ def test_sync_up_keeps_remote_copy_of_a_file_now_skipped(
 
 
 @pytest.fixture
-def s3(s3_settings: dict[str, str]) -> S3Storage:
-    built = storage_from_env(s3_settings)
-    assert isinstance(built, S3Storage)
-    return built
+def s3(s3_bucket: str, storage_client: Any) -> S3Storage:
+    return S3Storage(s3_bucket, client=storage_client)
 
 
 def test_sync_down_refuses_remote_keys_that_escape(s3: S3Storage, tmp_path: Path) -> None:

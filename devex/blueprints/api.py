@@ -43,8 +43,10 @@ def templates():
 @bp.post("/repl/create")
 @bp.input(schemas.CreateIn, arg_name="data")
 @bp.output(schemas.ReplJob, status_code=202)
-@bp.doc(summary="Create a REPL (and start it unless start is false)",
-        responses={**COMMON, 409: "Name taken", 413: "Body too large", 429: "Quota reached"})
+@bp.doc(
+    summary="Create a REPL (and start it unless start is false)",
+    responses={**COMMON, 409: "Name taken", 413: "Body too large", 429: "Quota reached"},
+)
 def create(data):
     actor = require_actor()
     outcome = devex().repls.create(actor, data["name"], data["template"], data["start"])
@@ -68,16 +70,25 @@ def get_repl(repl_id: str):
 
 @bp.post("/repl/<repl_id>/start")
 @bp.output(schemas.ReplJob, status_code=202)
-@bp.doc(summary="Start a REPL", responses={**ONE, 200: "Already running or starting",
-                                           409: "Deleting or stopping", 429: "Quota reached"})
+@bp.doc(
+    summary="Start a REPL",
+    responses={
+        **ONE,
+        200: "Already running or starting",
+        409: "Deleting or stopping",
+        429: "Quota reached",
+    },
+)
 def start(repl_id: str):
     return _job(devex().repls.start(require_actor(), repl_id))
 
 
 @bp.post("/repl/<repl_id>/stop")
 @bp.output(schemas.ReplJob, status_code=202)
-@bp.doc(summary="Stop a REPL, saving its files (force=true: without saving)",
-        responses={**ONE, 200: "Already stopped or stopping", 409: "Deleting"})
+@bp.doc(
+    summary="Stop a REPL, saving its files (force=true: without saving)",
+    responses={**ONE, 200: "Already stopped or stopping", 409: "Deleting"},
+)
 def stop(repl_id: str):
     force = request.args.get("force", "").lower() in ("1", "true", "yes")
     return _job(devex().repls.stop(require_actor(), repl_id, force=force))
@@ -100,8 +111,10 @@ def events(repl_id: str):
 
 @bp.post("/repl/<repl_id>/session")
 @bp.output(schemas.SessionOut)
-@bp.doc(summary="A short-lived token for the IDE to reach the runner",
-        responses={**ONE, 409: "Not running"})
+@bp.doc(
+    summary="A short-lived token for the IDE to reach the runner",
+    responses={**ONE, 409: "Not running"},
+)
 def ide_session(repl_id: str):
     return devex().repls.ide_session(require_actor(), repl_id)
 
@@ -130,8 +143,10 @@ def heartbeat(repl_id: str, data):
 
 @bp.post("/runner/<repl_id>/idle")
 @bp.output(schemas.OkOut)
-@bp.doc(summary="Runner: idle for the idle period, stop me",
-        responses={401: "Bad runner token", 404: "Gone"})
+@bp.doc(
+    summary="Runner: idle for the idle period, stop me",
+    responses={401: "Bad runner token", 404: "Gone"},
+)
 def idle(repl_id: str):
     _runner(repl_id)
     devex().repls.runner_idle(repl_id)

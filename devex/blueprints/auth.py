@@ -4,12 +4,12 @@ user exists only while ``DEVEX_AUTH=local``."""
 from __future__ import annotations
 
 from apiflask import APIBlueprint
+from flask import redirect, request, url_for
 
 from devex import schemas
 from devex.errors import NotFound
 from devex.models import User
-from devex.security import check_csrf, csrf_token, current_actor, devex, login, logout
-from devex.security import Unauthorized
+from devex.security import Unauthorized, check_csrf, csrf_token, current_actor, devex, login, logout
 
 bp = APIBlueprint("auth", __name__, url_prefix="/auth", tag="Authentication")
 
@@ -18,13 +18,17 @@ LOCAL_USER = User(id="local", login="local", name="Local user")
 
 @bp.post("/local")
 @bp.output(schemas.MeOut)
-@bp.doc(summary="Log in as the single local user (DEVEX_AUTH=local only)",
-        responses={404: "Not in local mode"})
+@bp.doc(
+    summary="Log in as the single local user (DEVEX_AUTH=local only)",
+    responses={404: "Not in local mode"},
+)
 def local_login():
     if devex().settings.auth_mode != "local":
         raise NotFound("Local login is disabled.")
     user = devex().components.store.upsert_user(LOCAL_USER)
     login(user.id)
+    if _from_form():
+        return redirect(_safe_next())
     return _me()
 
 
@@ -35,7 +39,26 @@ def logout_view():
     if current_actor() is not None:
         check_csrf()
     logout()
+    if _from_form():
+        return redirect(url_for("auth.login_page") if "auth.login_page" in _endpoints() else "/")
     return {"ok": True}
+
+
+def _from_form() -> bool:
+    """A plain HTML form post (the dashboard without JavaScript) wants a redirect."""
+    return request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _safe_next() -> str:
+    target = request.form.get("next") or request.args.get("next") or "/"
+    # Only local paths: never an open redirect.
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def _endpoints() -> set[str]:
+    from flask import current_app
+
+    return set(current_app.view_functions)
 
 
 @bp.get("/me")

@@ -44,7 +44,7 @@ def _probe(fn, errors) -> str:
 
 
 @bp.get("/metrics")
-@bp.doc(summary="Prometheus metrics", hide=False)
+@bp.doc(hide=True)  # Prometheus text, not part of the JSON contract
 def metrics():
     registry = CollectorRegistry()
     gauge = Gauge("devex_repls", "REPLs by status", ["status"], registry=registry)

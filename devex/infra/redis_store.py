@@ -160,9 +160,7 @@ class ReplStore:
 
     def count_running(self, user_id: str) -> int:
         return sum(
-            1
-            for r in self.list_for_user(user_id)
-            if r.status in (Status.STARTING, Status.RUNNING)
+            1 for r in self.list_for_user(user_id) if r.status in (Status.STARTING, Status.RUNNING)
         )
 
     def transition(
@@ -248,16 +246,22 @@ class ReplStore:
         return event
 
     def events(self, repl_id: str) -> list[Event]:
-        return [Event.from_json(_decode(x)) for x in self.redis.lrange(keys.repl_events(repl_id), 0, -1)]
+        return [
+            Event.from_json(_decode(x)) for x in self.redis.lrange(keys.repl_events(repl_id), 0, -1)
+        ]
 
     # -- locks -------------------------------------------------------------------------
     @contextmanager
-    def lock(self, repl_id: str, ttl_seconds: int = 900):
-        """Hold the REPL's lock for one job; raise ``LockBusy`` if another job has it."""
+    def lock(self, repl_id: str, ttl_seconds: int = 900, wait: float = 0):
+        """Hold the REPL's lock for one job, waiting up to ``wait`` seconds for another job
+        to finish with it; raise ``LockBusy`` if it is still held then."""
         token = secrets.token_hex(16)
         key = keys.repl_lock(repl_id)
-        if not self.redis.set(key, token, nx=True, ex=ttl_seconds):
-            raise LockBusy(f"REPL {repl_id} is locked by another job")
+        deadline = time.monotonic() + wait
+        while not self.redis.set(key, token, nx=True, ex=ttl_seconds):
+            if time.monotonic() >= deadline:
+                raise LockBusy(f"REPL {repl_id} is locked by another job")
+            time.sleep(0.2)
         try:
             yield token
         finally:

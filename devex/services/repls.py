@@ -103,7 +103,9 @@ class ReplService:
             updated_at=now,
         )
         self.store.create(repl, quota=self.c.settings.quota_repls)
-        self.store.add_event(repl_id, "created", f"Created from the {template} template.", actor.login)
+        self.store.add_event(
+            repl_id, "created", f"Created from the {template} template.", actor.login
+        )
         job_id = self.c.jobs.enqueue("jobs.repl.create", repl_id)
         return Outcome(self.store.require(repl_id), job_id)
 
@@ -113,8 +115,9 @@ class ReplService:
             return Outcome(repl, None)
         if repl.status == Status.CREATING:
             # The create job starts it once the files are in place.
-            self.store.transition(repl_id, None, allowed=[Status.CREATING],
-                                  fields={"desired": Desired.RUNNING.value})
+            self.store.transition(
+                repl_id, None, allowed=[Status.CREATING], fields={"desired": Desired.RUNNING.value}
+            )
             return Outcome(self.store.require(repl_id), None)
         self._check_running_quota(actor)
         try:
@@ -138,15 +141,18 @@ class ReplService:
         ):
             return Outcome(repl, None)
         if repl.status == Status.CREATING:
-            self.store.transition(repl_id, None, allowed=[Status.CREATING],
-                                  fields={"desired": Desired.STOPPED.value})
+            self.store.transition(
+                repl_id, None, allowed=[Status.CREATING], fields={"desired": Desired.STOPPED.value}
+            )
             return Outcome(self.store.require(repl_id), None)
         allowed = [Status.RUNNING, Status.STARTING, Status.FAILED]
         if force:
             allowed.append(Status.STOPPING)
         try:
             self.store.transition(
-                repl_id, Status.STOPPING, allowed=allowed,
+                repl_id,
+                Status.STOPPING,
+                allowed=allowed,
                 fields={"desired": Desired.STOPPED.value},
             )
         except TransitionRefused as refused:
@@ -169,14 +175,17 @@ class ReplService:
             fields={"desired": Desired.DELETED.value},
         )
         self.store.add_event(repl_id, "delete", "Delete requested.", actor.login)
-        return Outcome(self.store.require(repl_id), self.c.jobs.enqueue("jobs.repl.delete", repl_id))
+        return Outcome(
+            self.store.require(repl_id), self.c.jobs.enqueue("jobs.repl.delete", repl_id)
+        )
 
     # -- IDE and runner ----------------------------------------------------------------
     def ide_session(self, actor: Actor, repl_id: str) -> dict:
         repl = self.get(actor, repl_id)
         if repl.status != Status.RUNNING or not repl.url:
-            raise TransitionRefused(f"The REPL is {repl.status.value}; start it first.",
-                                    code="not_running")
+            raise TransitionRefused(
+                f"The REPL is {repl.status.value}; start it first.", code="not_running"
+            )
         key = tokens.repl_key(self.c.settings.secret_key, repl_id)
         expires = datetime.now(UTC) + timedelta(seconds=IDE_TOKEN_TTL)
         return {

@@ -186,7 +186,8 @@ class FakeKube:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -355,7 +356,8 @@ class FakeKube:
         if key not in self.objects:
             raise _Error(_status(404, "NotFound", f'pods "{name}" not found', "pods", name))
         pod = self.objects[key]
-        merge = json_merge_patch if "merge-patch" in content_type else strategic_merge_patch
+        merge = json_merge_patch if content_type.startswith("application/merge-patch") \
+            else strategic_merge_patch
         before = {c["name"] for c in pod["spec"].get("ephemeralContainers", [])}
         patched = merge({"spec": pod["spec"]}, body)
         after = patched.get("spec", {}).get("ephemeralContainers", [])
@@ -433,7 +435,7 @@ class FakeKube:
                 if method == "PATCH":
                     if "json-patch" in content_type:
                         return 415, _status(415, "UnsupportedMediaType", "json-patch unused")
-                    merge = json_merge_patch if "merge-patch" in content_type \
+                    merge = json_merge_patch if content_type.startswith("application/merge-patch") \
                         else strategic_merge_patch
                     new = merge(self.objects[key], body)
                     return 200, copy.deepcopy(self._update(res, ns, name, new))
@@ -486,9 +488,23 @@ class _Error(Exception):
 class _Handler(BaseHTTPRequestHandler):
     kube: FakeKube
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    wbufsize = -1  # headers and body leave in one write; watches flush per event
 
     def log_message(self, format, *args):  # noqa: A002 - quiet test output
         pass
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):  # the client hung up (ended a watch)
+            self.close_connection = True
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _dispatch(self) -> None:
         parts = urlsplit(self.path)
@@ -517,6 +533,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+        self.wfile.flush()
 
     def _stream(self, res: str, ns: str, q: dict) -> None:
         self.send_response(200)
@@ -529,9 +546,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             self.wfile.flush()
 
-        try:
-            self.kube.watch(res, ns, q, write)
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        self.kube.watch(res, ns, q, write)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()

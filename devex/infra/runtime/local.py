@@ -24,8 +24,8 @@ import requests
 from devex import tokens
 from devex.config import Settings
 from devex.errors import FilesNotSaved, RuntimeFailure
-from devex.infra.storage import StorageError
 from devex.infra.runtime.base import ManagedObject, Progress, Runtime, StartResult
+from devex.infra.storage import StorageError
 from devex.models import Repl
 from devex.templates_catalog import Template
 
@@ -90,7 +90,11 @@ class LocalRuntime(Runtime):
         try:
             done = subprocess.run(
                 [self.python, "-m", "runner", *args],
-                cwd=ROOT, env=env, capture_output=True, text=True, timeout=SYNC_TIMEOUT,
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=SYNC_TIMEOUT,
             )
         except subprocess.TimeoutExpired:
             raise FilesNotSaved(f"{args[0]} timed out after {SYNC_TIMEOUT}s") from None
@@ -138,8 +142,9 @@ class LocalRuntime(Runtime):
             tmp = workspace.with_name(workspace.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                report = self._sync(["sync-down", "--prefix", repl.storage_prefix,
-                                     "--dest", str(tmp)])
+                report = self._sync(
+                    ["sync-down", "--prefix", repl.storage_prefix, "--dest", str(tmp)]
+                )
             except FilesNotSaved as exc:  # worth a retry: storage may be back soon
                 raise StorageError(f"could not fetch the files: {exc}") from None
             tmp.rename(workspace)
@@ -156,10 +161,26 @@ class LocalRuntime(Runtime):
         log_path = self.records / f"{repl.id}.log"
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
-                [self.python, "-m", "runner", "serve", "--workspace", str(workspace),
-                 "--host", "127.0.0.1", "--port", str(port), "--base-path", "/"],
-                cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [
+                    self.python,
+                    "-m",
+                    "runner",
+                    "serve",
+                    "--workspace",
+                    str(workspace),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--base-path",
+                    "/",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         record = {"pid": proc.pid, "port": port, "url": url, "workspace": str(workspace)}
         self._record_path(repl.id).write_text(json.dumps(record))
@@ -168,8 +189,9 @@ class LocalRuntime(Runtime):
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 self._record_path(repl.id).unlink(missing_ok=True)
-                raise RuntimeFailure(f"the runner exited with code {proc.returncode}; "
-                                     f"see {log_path.name}")
+                raise RuntimeFailure(
+                    f"the runner exited with code {proc.returncode}; see {log_path.name}"
+                )
             if self._healthy(url):
                 return StartResult(url=url, handle={"pid": str(proc.pid)})
             time.sleep(0.1)  # polling a local process: nothing to watch
@@ -188,14 +210,18 @@ class LocalRuntime(Runtime):
             return  # nothing running and nothing unsaved
         if save:
             try:
-                report = self._sync(["sync-up", "--src", str(workspace),
-                                     "--prefix", repl.storage_prefix])
+                report = self._sync(
+                    ["sync-up", "--src", str(workspace), "--prefix", repl.storage_prefix]
+                )
             except FilesNotSaved as exc:
                 progress("files", f"Files not saved; the workspace is kept: {exc}")
                 raise FilesNotSaved(f"files not saved: {exc}") from None
-            progress("files", f"Saved files: {report.get('uploaded', 0)} uploaded, "
-                              f"{report.get('deleted', 0)} removed, "
-                              f"{report.get('unchanged', 0)} unchanged.")
+            progress(
+                "files",
+                f"Saved files: {report.get('uploaded', 0)} uploaded, "
+                f"{report.get('deleted', 0)} removed, "
+                f"{report.get('unchanged', 0)} unchanged.",
+            )
             for path, reason in report.get("skipped", []):
                 progress("files", f"Not saved: {path} ({reason})")
         shutil.rmtree(workspace)

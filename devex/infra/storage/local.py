@@ -20,6 +20,7 @@ from devex.infra.storage.sync import (
     file_md5,
     validate_key,
     validate_prefix,
+    validate_scoped_prefix,
 )
 
 
@@ -88,16 +89,19 @@ class LocalStorage(SyncingStorage):
         return len(objects)
 
     def delete_prefix(self, prefix: str) -> int:
-        objects = self.list(prefix)
+        objects = self.list(validate_scoped_prefix(prefix, "delete"))
         self.delete_keys([obj.key for obj in objects])
         return len(objects)
 
     def delete_keys(self, keys: list[str]) -> None:
+        parents: set[Path] = set()
         try:
             for key in keys:
                 path = self._path(key)
                 path.unlink(missing_ok=True)
-                self._prune(path.parent)
+                parents.add(path.parent)
+            for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+                self._prune(parent)
         except OSError as exc:
             raise StorageError(f"delete: {exc.strerror or exc}") from exc
 

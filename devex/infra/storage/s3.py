@@ -19,7 +19,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from devex.infra.storage.base import ObjectInfo, StorageError
-from devex.infra.storage.sync import SyncingStorage, is_md5, validate_key, validate_prefix
+from devex.infra.storage.sync import (
+    SyncingStorage,
+    is_md5,
+    validate_key,
+    validate_prefix,
+    validate_scoped_prefix,
+)
 
 DELETE_BATCH = 1000  # the DeleteObjects limit
 COPY_OBJECT_LIMIT = 5 * 1024**3  # larger objects need a (still server-side) multipart copy
@@ -142,7 +148,7 @@ class S3Storage(SyncingStorage):
         return len(objects)
 
     def delete_prefix(self, prefix: str) -> int:
-        objects = self.list(prefix)
+        objects = self.list(validate_scoped_prefix(prefix, "delete"))
         self.delete_keys([obj.key for obj in objects])
         return len(objects)
 

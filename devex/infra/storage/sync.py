@@ -85,6 +85,13 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+def validate_scoped_prefix(prefix: str, action: str) -> str:
+    """A non-empty prefix: destructive operations never apply to the whole storage."""
+    if prefix == "":
+        raise StorageError(f"refusing to {action} the whole storage: give a prefix")
+    return validate_prefix(prefix)
+
+
 def is_md5(etag: str) -> bool:
     return bool(_MD5.match(etag))
 
@@ -222,6 +229,7 @@ def sync_down(storage: SyncingStorage, prefix: str, directory: Path) -> SyncRepo
     remote, markers = _relative_keys(storage.list(prefix), prefix)
     report = SyncReport()
     for rel in markers:
+        log.warning("sync down of %s: skipping %s (%s)", prefix, rel or ".", MARKER)
         report.skipped.append((rel or ".", MARKER))
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -319,7 +327,7 @@ def sync_up(storage: SyncingStorage, directory: Path, prefix: str) -> SyncReport
     Remote keys whose local counterpart was skipped (now a symlink, say) are kept: a sync
     must never lose file content, and the skip is reported.
     """
-    validate_prefix(prefix)
+    validate_scoped_prefix(prefix, "sync up to")
     if not directory.is_dir():
         raise StorageError(f"sync up: {directory} is not a directory")
     report = SyncReport()

@@ -1,0 +1,178 @@
+"""The JSON contract: bad input gets the contract's error and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from devex.models import User
+
+
+def state(app):
+    """Everything a refused request must leave untouched."""
+    r = app.extensions["devex"].components.redis
+    return {k: r.type(k) for k in r.keys("*") if not k.startswith(b"rq:")}
+
+
+def error_of(resp, status, code=None):
+    assert resp.status_code == status, resp.get_json()
+    body = resp.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def test_factory_reads_settings_from_test_config(app):
+    settings = app.extensions["devex"].settings
+    assert settings.secret_key == "test-secret"
+    assert settings.embedded and settings.auth_mode == "local"
+    assert app.config["MAX_CONTENT_LENGTH"] == 64 * 1024
+
+
+def test_templates_catalogue(api):
+    templates = api.get("/api/templates").json["templates"]
+    assert {"python", "node", "go", "bash"} <= {t["id"] for t in templates}
+    assert all(set(t) == {"id", "name", "language", "description"} for t in templates)
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"name": "", "template": "python"}, "invalid_name"),
+        ({"name": "   ", "template": "python"}, "invalid_name"),
+        ({"name": "x" * 65, "template": "python"}, "invalid_name"),
+        ({"name": "bad/name", "template": "python"}, "invalid_name"),
+        ({"name": "ok", "template": "cobol"}, "invalid_template"),
+        ({"name": "ok"}, "invalid_input"),
+        ({"name": 5, "template": "python"}, "invalid_input"),
+        ({"name": "ok", "template": "python", "start": "maybe"}, "invalid_input"),
+    ],
+)
+def test_create_rejects_bad_input_and_changes_nothing(app, api, body, code):
+    before = state(app)
+    error_of(api.post("/api/repl/create", json=body), 400, code)
+    assert state(app) == before
+
+
+def test_malformed_json_is_400(app, api):
+    before = state(app)
+    resp = api.client.post(
+        "/api/repl/create", data="{nope", content_type="application/json",
+        headers={"X-CSRF-Token": api.csrf},
+    )
+    error_of(resp, 400)
+    assert state(app) == before
+
+
+def test_oversize_body_is_413(app, api):
+    before = state(app)
+    body = {"name": "big", "template": "python", "pad": "x" * (70 * 1024)}
+    error_of(api.post("/api/repl/create", json=body), 413, "too_large")
+    assert state(app) == before
+
+
+def test_duplicate_name_ignoring_case_is_409(app, api):
+    r = api.post("/api/repl/create", json={"name": "Hello", "template": "bash", "start": False})
+    assert r.status_code == 202
+    before = state(app)
+    error_of(
+        api.post("/api/repl/create", json={"name": " hello ", "template": "bash"}), 409,
+        "name_taken",
+    )
+    assert state(app) == before
+
+
+def test_names_are_trimmed(api):
+    r = api.post("/api/repl/create", json={"name": "  spaced  ", "template": "bash",
+                                           "start": False})
+    assert r.json["repl"]["name"] == "spaced"
+
+
+def test_unknown_id_is_404(api):
+    error_of(api.get("/api/repl/doesnotexist"), 404, "not_found")
+    error_of(api.post("/api/repl/doesnotexist/start"), 404, "not_found")
+    error_of(api.delete("/api/repl/doesnotexist"), 404, "not_found")
+    error_of(api.get("/api/repl/../../etc"), 404)
+
+
+def test_other_users_repl_is_404_and_untouched(app, api):
+    repl_id = api.post("/api/repl/create", json={"name": "mine", "template": "bash",
+                                                 "start": False}).json["repl"]["id"]
+    api.wait_status(repl_id, "stopped")
+    store = app.extensions["devex"].components.store
+    store.upsert_user(User(id="4242", login="mallory"))
+    other = app.test_client()
+    with other.session_transaction() as s:
+        s["uid"], s["csrf"] = "4242", "tok"
+    before = state(app)
+    h = {"X-CSRF-Token": "tok"}
+    error_of(other.get(f"/api/repl/{repl_id}"), 404, "not_found")
+    error_of(other.get(f"/api/repl/{repl_id}/events"), 404, "not_found")
+    error_of(other.post(f"/api/repl/{repl_id}/start", headers=h), 404, "not_found")
+    error_of(other.post(f"/api/repl/{repl_id}/stop", headers=h), 404, "not_found")
+    error_of(other.delete(f"/api/repl/{repl_id}", headers=h), 404, "not_found")
+    error_of(other.post(f"/api/repl/{repl_id}/session", headers=h), 404, "not_found")
+    assert other.get("/api/repl/").json["repls"] == []
+    assert state(app) == before
+
+
+def test_refused_transition_is_409_and_changes_nothing(app, api):
+    repl_id = api.post("/api/repl/create", json={"name": "t", "template": "bash",
+                                                 "start": False}).json["repl"]["id"]
+    api.wait_status(repl_id, "stopped")
+    error_of(api.post(f"/api/repl/{repl_id}/session"), 409, "not_running")
+    store = app.extensions["devex"].components.store
+    store.transition(repl_id, None, allowed=(), fields={"status": "deleting"})
+    before = state(app)
+    meta = store.redis.hgetall(f"replMeta:{repl_id}")
+    error_of(api.post(f"/api/repl/{repl_id}/start"), 409, "invalid_state")
+    assert store.redis.hgetall(f"replMeta:{repl_id}") == meta
+    assert state(app) == before
+
+
+def test_anonymous_gets_401_and_cookie_without_csrf_gets_403(app, client, api):
+    error_of(app.test_client().get("/api/repl/"), 401, "unauthorized")
+    before = state(app)
+    error_of(client.post("/api/repl/create", json={"name": "x", "template": "bash"}), 403,
+             "csrf_failed")
+    assert state(app) == before
+
+
+def test_start_twice_concurrently_makes_one_job(app, api):
+    """Two start requests racing for one stopped REPL: exactly one job is enqueued."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    repl_id = api.post("/api/repl/create", json={"name": "race", "template": "bash",
+                                                 "start": False}).json["repl"]["id"]
+    api.wait_status(repl_id, "stopped")
+    app.extensions["devex"].worker.stop()  # keep the queue still while we count
+    jobs = app.extensions["devex"].components.jobs
+
+    def start(_):
+        c = app.test_client()
+        with c.session_transaction() as s:
+            s["uid"], s["csrf"] = "local", "t"
+        return c.post(f"/api/repl/{repl_id}/start", headers={"X-CSRF-Token": "t"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(start, range(8)))
+    assert codes.count(202) == 1 and codes.count(200) == 7
+    assert [j.func_name for j in jobs.queue.jobs] == ["jobs.repl.start"]
+
+
+def test_openapi_document_describes_the_contract(client):
+    spec = client.get("/api/openapi.json").json
+    paths = spec["paths"]
+    for path in ["/api/templates", "/api/repl/create", "/api/repl/", "/api/repl/{repl_id}",
+                 "/api/repl/{repl_id}/start", "/api/repl/{repl_id}/stop",
+                 "/api/repl/{repl_id}/events", "/api/repl/{repl_id}/session"]:
+        assert path in paths, path
+    assert "202" in paths["/api/repl/create"]["post"]["responses"]
+    assert "delete" in paths["/api/repl/{repl_id}"]
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").status_code == 200
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json == {"redis": "ok", "storage": "ok", "runtime": "ok"}

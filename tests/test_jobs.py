@@ -1,0 +1,207 @@
+"""Jobs are safe to run twice, retry transient failures, and never lose files on stop."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import redis
+from rq import SimpleWorker
+from rq.timeouts import TimerDeathPenalty
+
+from devex.config import Settings
+from devex.infra.storage import StorageError
+from devex.models import Desired, Repl, Status, utcnow
+from devex.wiring import build
+from jobs import context
+from jobs import repl as repl_jobs
+
+
+def make_repl(components, name="r", status=Status.CREATING, desired=Desired.STOPPED) -> Repl:
+    now = utcnow()
+    repl = Repl(id="abc123def456", name=name, template="python", owner_id="7", owner_login="ada",
+                storage_prefix="ada/abc123def456/", status=status, desired=desired,
+                created_at=now, updated_at=now)
+    components.store.create(repl)
+    return repl
+
+
+@pytest.fixture
+def components(redis_url, data_dir):
+    settings = Settings.from_env({}, redis_url=redis_url, data_dir=data_dir,
+                                 secret_key="s", job_retry_intervals=(0, 0),
+                                 lock_wait=0)
+    comps = build(settings)
+    context.bind_thread(comps)
+    yield comps
+    context.bind_thread(None)
+    comps.redis.close()
+
+
+def test_create_job_run_twice_is_harmless(components):
+    repl = make_repl(components)
+    assert repl_jobs.create(repl.id) == "stopped"
+    first = components.storage.list(repl.storage_prefix)
+    assert {o.key.rsplit("/", 1)[-1] for o in first} == {"main.py", "README.md"}
+    assert repl_jobs.create(repl.id) == "skipped"
+    assert components.storage.list(repl.storage_prefix) == first
+    assert components.store.require(repl.id).status == Status.STOPPED
+    assert [e.kind for e in components.store.events(repl.id)] == ["files", "stopped"]
+
+
+def test_job_for_a_deleted_repl_does_nothing(components):
+    assert repl_jobs.start("000000000000") == "skipped"
+
+
+def test_a_job_never_works_on_a_repl_another_job_holds(components):
+    repl = make_repl(components)
+    with components.store.lock(repl.id):
+        assert repl_jobs.create(repl.id) == "failed"  # lock_wait=0, and not under RQ: final
+    assert components.storage.list(repl.storage_prefix) == []
+    failed = components.store.require(repl.id)
+    assert failed.status == Status.FAILED and "locked by another job" in failed.error
+
+
+class FlakyCopy:
+    """Storage whose first server-side copy fails, as a transient S3 error would."""
+
+    def __init__(self, storage, failures=1):
+        self._storage = storage
+        self.failures = failures
+
+    def copy_prefix(self, src, dst):
+        if self.failures:
+            self.failures -= 1
+            raise StorageError("simulated: connection reset")
+        return self._storage.copy_prefix(src, dst)
+
+    def __getattr__(self, name):
+        return getattr(self._storage, name)
+
+
+class ThreadWorker(SimpleWorker):
+    death_penalty_class = TimerDeathPenalty
+
+
+def test_job_that_fails_then_succeeds_on_retry(components):
+    components.storage = FlakyCopy(components.storage)
+    repl = make_repl(components)
+    job_id = components.jobs.enqueue("jobs.repl.create", repl.id)
+    ThreadWorker([components.jobs.queue], connection=components.redis).work(burst=True)
+    job = components.jobs.queue.fetch_job(job_id)
+    assert job.get_status() == "finished" and job.return_value() == "stopped"
+    assert components.store.require(repl.id).status == Status.STOPPED
+    kinds = [e.kind for e in components.store.events(repl.id)]
+    assert kinds == ["retry", "files", "stopped"]
+
+
+def test_job_that_keeps_failing_leaves_repl_failed_with_reason(components):
+    components.storage = FlakyCopy(components.storage, failures=99)
+    repl = make_repl(components)
+    job_id = components.jobs.enqueue("jobs.repl.create", repl.id)
+    ThreadWorker([components.jobs.queue], connection=components.redis).work(burst=True)
+    failed = components.store.require(repl.id)
+    assert failed.status == Status.FAILED
+    assert failed.error == "Creating failed: simulated: connection reset"
+    assert components.jobs.queue.fetch_job(job_id).return_value() == "failed"
+    assert [e.kind for e in components.store.events(repl.id)] == ["retry", "retry", "failed"]
+
+
+def test_upload_failure_during_stop_keeps_files_and_a_later_stop_succeeds(app, api):
+    """The REPL goes ``failed`` with the reason, the workspace stays, and nothing is lost."""
+    ext = app.extensions["devex"]
+    repl_id = api.post("/api/repl/create", json={"name": "keep", "template": "python"}).json[
+        "repl"]["id"]
+    api.wait_status(repl_id, "running")
+    workspace = ext.settings.data_dir / "workspaces" / repl_id
+    (workspace / "precious.txt").write_text("do not lose me")
+
+    # Break the REPL's storage prefix: its folder becomes a file, so every upload fails.
+    prefix_dir = ext.settings.data_dir / "storage" / "local" / repl_id
+    aside = prefix_dir.with_name(repl_id + ".aside")
+    prefix_dir.rename(aside)
+    prefix_dir.write_text("in the way")
+
+    api.post(f"/api/repl/{repl_id}/stop")
+    failed = api.wait_status(repl_id, "failed")
+    assert failed["error"].startswith("Stopping failed: files not saved")
+    assert (workspace / "precious.txt").read_text() == "do not lose me"
+    events = api.get(f"/api/repl/{repl_id}/events").json["events"]
+    assert any("workspace is kept" in e["message"] for e in events)
+
+    prefix_dir.unlink()
+    aside.rename(prefix_dir)
+    assert api.post(f"/api/repl/{repl_id}/stop").status_code == 202
+    api.wait_status(repl_id, "stopped")
+    storage = ext.components.storage
+    assert storage.read(f"local/{repl_id}/precious.txt") == b"do not lose me"
+    assert not workspace.exists()
+
+
+def test_force_stop_discards_and_says_so(app, api):
+    ext = app.extensions["devex"]
+    repl_id = api.post("/api/repl/create", json={"name": "f", "template": "bash"}).json[
+        "repl"]["id"]
+    api.wait_status(repl_id, "running")
+    workspace = ext.settings.data_dir / "workspaces" / repl_id
+    (workspace / "scratch.txt").write_text("x")
+    assert api.post(f"/api/repl/{repl_id}/stop?force=true").status_code == 202
+    api.wait_status(repl_id, "stopped")
+    assert not workspace.exists()
+    assert not any(o.key.endswith("scratch.txt")
+                   for o in ext.components.storage.list(f"local/{repl_id}/"))
+    messages = [e["message"] for e in api.get(f"/api/repl/{repl_id}/events").json["events"]]
+    assert "Stopping without saving files." in messages
+
+
+def test_store_refuses_disallowed_transition_atomically(components):
+    repl = make_repl(components, status=Status.STOPPED)
+    before = components.redis.hgetall(f"replMeta:{repl.id}")
+    from devex.errors import TransitionRefused
+
+    with pytest.raises(TransitionRefused):
+        components.store.transition(repl.id, Status.RUNNING, fields={"url": "http://x/"})
+    assert components.redis.hgetall(f"replMeta:{repl.id}") == before
+
+
+def test_listing_costs_one_round_trip_whatever_the_count(components):
+    for i in range(30):
+        now = utcnow()
+        components.store.create(Repl(id=f"{i:012x}", name=f"n{i}", template="bash",
+                                     owner_id="9", owner_login="bob",
+                                     storage_prefix=f"bob/{i:012x}/", created_at=now,
+                                     updated_at=now))
+    components.store.list_for_user("9")  # the first call also loads the Lua script
+    calls = []
+    original = redis.Redis.execute_command
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[0])
+        return original(self, *args, **kwargs)
+
+    redis.Redis.execute_command = counting
+    try:
+        repls = components.store.list_for_user("9")
+    finally:
+        redis.Redis.execute_command = original
+    assert len(repls) == 30 and repls[0].name == "n29"  # newest first
+    assert len(calls) == 1
+
+
+def test_workspace_left_by_failed_stop_is_reused_not_overwritten(app, api):
+    ext = app.extensions["devex"]
+    repl_id = api.post("/api/repl/create", json={"name": "w", "template": "python"}).json[
+        "repl"]["id"]
+    api.wait_status(repl_id, "running")
+    workspace = ext.settings.data_dir / "workspaces" / repl_id
+    (workspace / "main.py").write_text("print('edited')\n")
+    prefix_dir = ext.settings.data_dir / "storage" / "local" / repl_id
+    shutil.move(prefix_dir, prefix_dir.with_name("moved"))
+    prefix_dir.write_text("blocked")
+    api.post(f"/api/repl/{repl_id}/stop")
+    api.wait_status(repl_id, "failed")
+    prefix_dir.unlink()
+    shutil.move(prefix_dir.with_name("moved"), prefix_dir)
+    api.post(f"/api/repl/{repl_id}/start")  # retry from failed: reuse the kept workspace
+    api.wait_status(repl_id, "running")
+    assert (workspace / "main.py").read_text() == "print('edited')\n"

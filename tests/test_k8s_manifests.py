@@ -1,0 +1,329 @@
+"""The Kubernetes objects as data: labels, hardening, secrets, names, official schemas."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from click.testing import CliRunner
+from flask import Flask
+from kubernetes_validate.utils import all_versions
+from packaging.version import Version
+
+from devex.cli import devex_cli
+from devex.config import ConfigError, Settings
+from devex.infra.runtime.kubernetes import manifests, names
+from devex.models import Repl
+from devex.templates_catalog import Catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+CATALOG = Catalog.load(ROOT / "repl_templates")
+TEMPLATES = CATALOG.all()
+VERSIONS = sorted({v for v in all_versions() if Version(v) >= Version("1.30")}, key=Version)
+S3_SECRET_VALUE = "s3-secret-value-never-in-a-manifest"
+
+PLAIN = Settings(secret_key="k" * 40, storage="s3", s3_bucket="repls",
+                 s3_access_key_id="AKIAEXAMPLE", s3_secret_access_key=S3_SECRET_VALUE)
+FULL = replace(
+    PLAIN,
+    s3_endpoint_url="https://minio.example.com", s3_path_style=True,
+    k8s_ingress_class="nginx", k8s_tls_secret="repl-tls",
+    k8s_ingress_annotations='{"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}',
+    k8s_image_pull_secret="regcred", k8s_ingress_pod_labels="",
+    core_url="http://devex-web.devex.svc:8000",
+)
+VARIANTS = {"plain": PLAIN, "full": FULL}
+
+
+def make_repl(template_id: str, repl_id: str = "0123456789ab") -> Repl:
+    return Repl(id=repl_id, name="demo", template=template_id, owner_id="583231",
+                owner_login="octocat", storage_prefix=f"octocat/{repl_id}/")
+
+
+def objects_for(template, settings=PLAIN) -> list[dict]:
+    return manifests.all_objects(make_repl(template.id), template, settings, "runner-key")
+
+
+def ephemeral_pod(settings=PLAIN) -> dict:
+    """The sync-up container inside a Pod, so the schema for ephemeral containers applies."""
+    repl = make_repl("python")
+    pod_spec = manifests.deployment(repl, CATALOG.get("python"), settings)["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "repl-0123456789ab-abc", "labels": pod_spec["metadata"]["labels"]},
+            "spec": {**pod_spec["spec"], "ephemeralContainers": [
+                manifests.sync_up_container(repl, settings, "sync-up-1")]}}
+
+
+def every_object() -> list[tuple[str, dict]]:
+    out = []
+    for variant, settings in VARIANTS.items():
+        for t in TEMPLATES:
+            out += [(f"{variant}/{t.id}/{o['kind']}", o) for o in objects_for(t, settings)]
+        out.append((f"{variant}/ephemeral-pod", ephemeral_pod(settings)))
+    return out
+
+
+def deploy_documents() -> list[tuple[str, dict]]:
+    docs = []
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
+            if doc:
+                docs.append((f"{path.relative_to(ROOT)}#{i}", doc))
+    return docs
+
+
+def containers(deployment: dict) -> dict[str, dict]:
+    spec = deployment["spec"]["template"]["spec"]
+    return {c["name"]: c for c in spec["initContainers"] + spec["containers"]}
+
+
+# -- official schemas ----------------------------------------------------------------------
+def test_versions_cover_1_30_through_the_newest_bundled():
+    assert VERSIONS[0] == "1.30.0"
+    assert VERSIONS[-1] == kubernetes_validate.latest_version()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_manifest_validates_strictly(version):
+    for what, obj in every_object():
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{what} on {version}: {'.'.join(map(str, exc.path))}: {exc.message}")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_deploy_document_validates_strictly(version):
+    docs = deploy_documents()
+    kinds = {d["kind"] for _, d in docs}
+    assert {"Namespace", "Deployment", "Service", "Ingress", "StatefulSet", "CronJob",
+            "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "Secret",
+            "ConfigMap"} <= kinds
+    for what, doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{what} on {version}: {'.'.join(map(str, exc.path))}: {exc.message}")
+
+
+def test_strict_validation_does_reject_unknown_fields():
+    bad = objects_for(TEMPLATES[0])[-1]
+    bad["spec"]["template"]["spec"]["containers"][0]["runAsRoot"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, VERSIONS[-1], strict=True)
+
+
+# -- labels and names ----------------------------------------------------------------------
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.id)
+def test_every_object_carries_the_devex_labels(template):
+    expected = {"app.kubernetes.io/managed-by": "devex", "devex.io/repl-id": "0123456789ab",
+                "devex.io/owner-id": "583231", "devex.io/template": template.id}
+    objs = objects_for(template)
+    assert [o["kind"] for o in objs] == ["Secret", "NetworkPolicy", "Service", "Ingress",
+                                         "Deployment"]
+    for obj in objs:
+        assert obj["metadata"]["labels"] == expected
+        assert obj["metadata"]["namespace"] == "devex-repls"
+        assert names.DNS1123_LABEL.match(obj["metadata"]["name"])
+        assert len(obj["metadata"]["name"]) <= 63
+    deployment = objs[-1]
+    assert deployment["spec"]["template"]["metadata"]["labels"] == expected
+    assert deployment["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "devex", "devex.io/repl-id": "0123456789ab"}
+
+
+@pytest.mark.parametrize("bad", ["ABCDEF012345", "abc_def", "a" * 60, "-abc", ""])
+def test_names_must_be_dns_labels(bad):
+    with pytest.raises(ValueError, match="DNS-1123"):
+        names.object_names(bad)
+
+
+def test_label_values_are_validated():
+    with pytest.raises(ValueError, match="label value"):
+        names.repl_labels("0123456789ab", "owner with spaces", "python")
+
+
+# -- the pod -------------------------------------------------------------------------------
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.id)
+def test_pod_is_hardened(template):
+    deployment = manifests.deployment(make_repl(template.id), template, PLAIN)
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "hostNetwork" not in pod and "hostPID" not in pod
+    pod_with_sync = ephemeral_pod()["spec"]
+    for c in list(containers(deployment).values()) + pod_with_sync["ephemeralContainers"]:
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1000
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert sc["readOnlyRootFilesystem"] is True
+        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+        assert {"name": "workspace", "mountPath": "/workspace"} in c["volumeMounts"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["workspace"] and "emptyDir" in volumes["tmp"]
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.id)
+def test_runner_container_follows_the_template(template):
+    runner = containers(manifests.deployment(make_repl(template.id), template, PLAIN))["runner"]
+    assert runner["image"] == template.image
+    assert runner["resources"] == {
+        "requests": {"cpu": template.resources.cpu_request,
+                     "memory": template.resources.memory_request},
+        "limits": {"cpu": template.resources.cpu_limit,
+                   "memory": template.resources.memory_limit}}
+    assert runner["readinessProbe"]["httpGet"] == {"path": "/0123456789ab/healthz",
+                                                   "port": "http"}
+    assert runner["ports"] == [{"name": "http", "containerPort": template.port,
+                                "protocol": "TCP"}]
+    assert runner["command"][-2:] == ["--base-path", "/0123456789ab/"]
+
+
+def test_sync_containers_use_the_runner_image_and_the_repl_prefix():
+    python = CATALOG.get("python")
+    c = containers(manifests.deployment(make_repl("python"), python, PLAIN))
+    assert c["sync-down"]["image"] == PLAIN.k8s_runner_image
+    assert c["sync-down"]["command"] == ["python", "-m", "runner", "sync-down", "--prefix",
+                                         "octocat/0123456789ab/", "--dest", "/workspace"]
+    sync_up = ephemeral_pod()["spec"]["ephemeralContainers"][0]
+    assert sync_up["image"] == PLAIN.k8s_runner_image
+    assert sync_up["targetContainerName"] == "runner"
+    assert sync_up["command"] == ["python", "-m", "runner", "sync-up", "--src", "/workspace",
+                                  "--prefix", "octocat/0123456789ab/"]
+
+
+# -- secrets -------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_s3_credentials_reach_only_the_sync_containers(variant):
+    settings = VARIANTS[variant]
+    python = CATALOG.get("python")
+    objs = objects_for(python, settings) + [ephemeral_pod(settings)]
+    text = json.dumps(objs)
+    assert S3_SECRET_VALUE not in text and "AKIAEXAMPLE" not in text
+    c = containers(objs[-2])
+    runner_env = {e["name"] for e in c["runner"]["env"]}
+    assert not {n for n in runner_env if n.startswith("DEVEX_S3")}
+    assert "devex-s3" not in json.dumps(c["runner"])
+    for sync in (c["sync-down"], objs[-1]["spec"]["ephemeralContainers"][0]):
+        env = {e["name"]: e for e in sync["env"]}
+        assert env["DEVEX_S3_ACCESS_KEY_ID"]["valueFrom"] == {
+            "secretKeyRef": {"name": "devex-s3", "key": "access-key-id"}}
+        assert env["DEVEX_S3_SECRET_ACCESS_KEY"]["valueFrom"] == {
+            "secretKeyRef": {"name": "devex-s3", "key": "secret-access-key"}}
+        assert env["DEVEX_S3_BUCKET"]["value"] == "repls"
+        assert "RUNNER_KEY" not in env
+
+
+def test_runner_key_comes_from_the_per_repl_secret():
+    python = CATALOG.get("python")
+    objs = objects_for(python)
+    secret, deployment = objs[0], objs[-1]
+    assert secret["metadata"]["name"] == "repl-0123456789ab-runner"
+    assert "runner-key" not in json.dumps(deployment)  # the value, not the key name
+    env = {e["name"]: e for e in containers(deployment)["runner"]["env"]}
+    assert env["RUNNER_KEY"] == {"name": "RUNNER_KEY", "valueFrom": {"secretKeyRef": {
+        "name": "repl-0123456789ab-runner", "key": "runner-key"}}}
+    assert env["RUNNER_REPL_ID"]["value"] == "0123456789ab"
+
+
+# -- service, ingress, network policy ------------------------------------------------------
+def test_service_selects_only_the_repl_pod():
+    svc = manifests.service(make_repl("go"), CATALOG.get("go"), PLAIN)
+    assert svc["spec"]["selector"] == {"app.kubernetes.io/managed-by": "devex",
+                                       "devex.io/repl-id": "0123456789ab"}
+    assert svc["spec"]["type"] == "ClusterIP"
+
+
+def test_ingress_defaults_have_no_class_tls_or_annotations():
+    ing = manifests.ingress(make_repl("go"), CATALOG.get("go"), PLAIN)
+    assert "ingressClassName" not in ing["spec"] and "tls" not in ing["spec"]
+    assert "annotations" not in ing["metadata"]
+    path = ing["spec"]["rules"][0]["http"]["paths"][0]
+    assert ing["spec"]["rules"][0]["host"] == "repl.example.com"
+    assert path["path"] == "/0123456789ab/" and path["pathType"] == "Prefix"
+    assert path["backend"]["service"] == {"name": "repl-0123456789ab",
+                                          "port": {"number": 8080}}
+
+
+def test_ingress_options_are_configurable():
+    ing = manifests.ingress(make_repl("go"), CATALOG.get("go"), FULL)
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    assert ing["spec"]["tls"] == [{"hosts": ["repl.example.com"], "secretName": "repl-tls"}]
+    assert ing["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}
+    kv = replace(PLAIN, k8s_ingress_annotations="a.example/x=1, b.example/y=two")
+    assert manifests.ingress(make_repl("go"), CATALOG.get("go"), kv)["metadata"][
+        "annotations"] == {"a.example/x": "1", "b.example/y": "two"}
+
+
+@pytest.mark.parametrize("raw", ["{not json", "[1, 2]", "novalue"])
+def test_bad_annotation_settings_are_config_errors(raw):
+    with pytest.raises(ConfigError):
+        manifests.parse_pairs(raw, "DEVEX_K8S_INGRESS_ANNOTATIONS")
+
+
+def test_network_policy_admits_only_the_ingress_controller_and_fences_egress():
+    np = manifests.network_policy(make_repl("node"), CATALOG.get("node"), PLAIN)["spec"]
+    assert np["policyTypes"] == ["Ingress", "Egress"]
+    assert np["podSelector"]["matchLabels"]["devex.io/repl-id"] == "0123456789ab"
+    assert np["ingress"] == [{
+        "from": [{"namespaceSelector": {"matchLabels": {
+                      "kubernetes.io/metadata.name": "ingress-nginx"}},
+                  "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}}],
+        "ports": [{"protocol": "TCP", "port": 8080}]}]
+    dns, core, internet = np["egress"]
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert core["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "web"
+    assert core["ports"] == [{"protocol": "TCP", "port": 8000}]
+    v4 = internet["to"][0]["ipBlock"]
+    assert v4["cidr"] == "0.0.0.0/0"
+    for denied in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                   "100.64.0.0/10"):
+        assert denied in v4["except"]
+    assert "ports" not in internet  # the public internet on any port
+    assert internet["to"][1]["ipBlock"]["cidr"] == "::/0"
+
+
+# -- the CLI -------------------------------------------------------------------------------
+def cli_app() -> Flask:
+    app = Flask(__name__)
+    app.cli.add_command(devex_cli)
+    return app
+
+
+def test_cli_prints_every_object_as_yaml(monkeypatch):
+    for key in [k for k in __import__("os").environ if k.startswith("DEVEX_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("DEVEX_K8S_INGRESS_CLASS", "traefik")
+    runner = CliRunner()
+    result = runner.invoke(devex_cli, ["manifests", "--template", "python", "--repl-id",
+                                       "abcdef012345", "--owner", "alice"],
+                           obj=__import__("flask.cli", fromlist=["ScriptInfo"]).ScriptInfo(
+                               create_app=cli_app))
+    assert result.exit_code == 0, result.output
+    docs = [d for d in yaml.safe_load_all(result.output) if d]
+    assert [d["kind"] for d in docs] == ["Secret", "NetworkPolicy", "Service", "Ingress",
+                                         "Deployment"]
+    assert docs[3]["spec"]["ingressClassName"] == "traefik"
+    assert docs[4]["metadata"]["name"] == "repl-abcdef012345"
+    assert containers(docs[4])["sync-down"]["command"][4] == "alice/abcdef012345/"
+    for doc in docs:
+        kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
+
+
+def test_cli_refuses_an_unknown_template():
+    result = CliRunner().invoke(
+        devex_cli, ["manifests", "--template", "cobol"],
+        obj=__import__("flask.cli", fromlist=["ScriptInfo"]).ScriptInfo(create_app=cli_app))
+    assert result.exit_code != 0
+    assert "unknown template" in result.output
