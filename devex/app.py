@@ -68,6 +68,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
 
 def _register_optional(app: APIFlask) -> None:
     """Pieces that live in their own modules (dashboard, CLI)."""
+    from devex.blueprints import dashboard
+
+    app.register_blueprint(dashboard.bp)
     try:
         from devex.cli import devex_cli
     except ImportError:  # pragma: no cover - the CLI module is optional while it is built

@@ -1,7 +1,9 @@
-"""Who is asking, and may they: session login, CSRF on cookie-authenticated changes.
+"""Who is asking, and may they: session login, personal bearer tokens, CSRF.
 
-Views call ``require_actor()``; it answers 401 for anonymous callers and 403 for a
-cookie-authenticated change without the CSRF token, before any state is touched.
+Views call ``require_actor()``; it answers 401 for anonymous callers (or a bearer token
+that is unknown, revoked or expired) and 403 for a cookie-authenticated change without
+the CSRF token, before any state is touched. Bearer tokens count on ``/api/*`` only and
+need no CSRF token: a browser never attaches an ``Authorization`` header by itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from devex.services.repls import Actor
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
+SESSION = "session"
+BEARER = "bearer"
 
 
 class Unauthorized(DevexError):
@@ -33,6 +37,11 @@ def devex():
     return current_app.extensions["devex"]
 
 
+def auth_ext():
+    """Sessions, tokens and limits wired by ``devex.auth_setup`` (None if not wired)."""
+    return current_app.extensions.get("devex_auth")
+
+
 def csrf_token() -> str:
     token = session.get("csrf")
     if not token:
@@ -41,33 +50,76 @@ def csrf_token() -> str:
 
 
 def login(user_id: str) -> None:
-    # A fresh session at login: nothing from before it (e.g. a planted id) survives.
+    # A fresh session at login: nothing from before it (e.g. a planted id) survives, and
+    # with server-side sessions the id changes too (the old one is deleted from Redis).
+    regenerate = getattr(current_app.session_interface, "regenerate", None)
+    if regenerate is not None:
+        regenerate(session)
     session.clear()
     session["uid"] = user_id
     session.permanent = True
     csrf_token()
+    g.pop("actor", None)
+    g.pop("auth_method", None)
 
 
 def logout() -> None:
+    # Server-side sessions: an emptied session is deleted from Redis with its cookie.
     session.clear()
+    g.pop("actor", None)
+    g.pop("auth_method", None)
+
+
+def bearer_token() -> str | None:
+    """The ``Authorization: Bearer`` value of an ``/api/*`` request, if any."""
+    if not request.path.startswith("/api/"):
+        return None
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or ""
+
+
+def auth_method() -> str | None:
+    """How the current actor authenticated: ``"session"``, ``"bearer"`` or None."""
+    current_actor()
+    return g.get("auth_method")
+
+
+def _actor_for(user_id: str) -> Actor | None:
+    user = devex().components.store.get_user(user_id)
+    if user is None:
+        return None
+    admins = {a.lower() for a in devex().settings.admins}
+    return Actor(id=user.id, login=user.login, is_admin=user.login.lower() in admins)
 
 
 def current_actor() -> Actor | None:
     if "actor" in g:
         return g.actor
     actor = None
-    uid = session.get("uid")
-    if uid:
-        user = devex().components.store.get_user(uid)
-        if user is not None:
-            admins = {a.lower() for a in devex().settings.admins}
-            actor = Actor(id=user.id, login=user.login, is_admin=user.login.lower() in admins)
+    method = None
+    token = bearer_token()
+    if token is not None:
+        # An explicit credential decides alone: a bad token never falls back to the cookie.
+        ext = auth_ext()
+        record = ext.tokens.authenticate(token) if ext is not None else None
+        if record is not None:
+            actor = _actor_for(record.user_id)
+            method = BEARER if actor is not None else None
+        g.bearer_refused = actor is None
+    else:
+        uid = session.get("uid")
+        if uid:
+            actor = _actor_for(uid)
+            method = SESSION if actor is not None else None
     g.actor = actor
+    g.auth_method = method
     return actor
 
 
 def check_csrf() -> None:
-    if request.method in SAFE_METHODS:
+    if request.method in SAFE_METHODS or g.get("auth_method") == BEARER:
         return
     sent = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
     expected = session.get("csrf", "")
@@ -78,6 +130,29 @@ def check_csrf() -> None:
 def require_actor() -> Actor:
     actor = current_actor()
     if actor is None:
+        if g.get("bearer_refused"):
+            raise Unauthorized(
+                "The bearer token is unknown, revoked or expired.",
+                code="invalid_token",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         raise Unauthorized("Log in first.")
     check_csrf()
+    return actor
+
+
+def require_session_actor() -> Actor:
+    """Like ``require_actor`` but refuses bearer tokens (e.g. to mint more tokens)."""
+    actor = require_actor()
+    if g.get("auth_method") != SESSION:
+        raise Forbidden(
+            "This needs a logged-in browser session, not a token.", code="session_required"
+        )
+    return actor
+
+
+def require_admin() -> Actor:
+    actor = require_actor()
+    if not actor.is_admin:
+        raise Forbidden("Only administrators may do this.", code="admin_only")
     return actor

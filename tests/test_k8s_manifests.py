@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ CATALOG = Catalog.load(ROOT / "repl_templates")
 TEMPLATES = CATALOG.all()
 VERSIONS = sorted({v for v in all_versions() if Version(v) >= Version("1.30")}, key=Version)
 S3_SECRET_VALUE = "s3-secret-value-never-in-a-manifest"
+RUNNER_KEY = "per-repl-runner-key-value"
 
 PLAIN = Settings(secret_key="k" * 40, storage="s3", s3_bucket="repls",
                  s3_access_key_id="AKIAEXAMPLE", s3_secret_access_key=S3_SECRET_VALUE)
@@ -46,7 +48,7 @@ def make_repl(template_id: str, repl_id: str = "0123456789ab") -> Repl:
 
 
 def objects_for(template, settings=PLAIN) -> list[dict]:
-    return manifests.all_objects(make_repl(template.id), template, settings, "runner-key")
+    return manifests.all_objects(make_repl(template.id), template, settings, RUNNER_KEY)
 
 
 def ephemeral_pod(settings=PLAIN) -> dict:
@@ -229,7 +231,9 @@ def test_runner_key_comes_from_the_per_repl_secret():
     objs = objects_for(python)
     secret, deployment = objs[0], objs[-1]
     assert secret["metadata"]["name"] == "repl-0123456789ab-runner"
-    assert "runner-key" not in json.dumps(deployment)  # the value, not the key name
+    assert base64.b64decode(secret["data"]["runner-key"]).decode() == RUNNER_KEY
+    assert RUNNER_KEY not in json.dumps(deployment)
+    assert secret["data"]["runner-key"] not in json.dumps(deployment)
     env = {e["name"]: e for e in containers(deployment)["runner"]["env"]}
     assert env["RUNNER_KEY"] == {"name": "RUNNER_KEY", "valueFrom": {"secretKeyRef": {
         "name": "repl-0123456789ab-runner", "key": "runner-key"}}}
@@ -316,7 +320,7 @@ def test_cli_prints_every_object_as_yaml(monkeypatch):
                                          "Deployment"]
     assert docs[3]["spec"]["ingressClassName"] == "traefik"
     assert docs[4]["metadata"]["name"] == "repl-abcdef012345"
-    assert containers(docs[4])["sync-down"]["command"][4] == "alice/abcdef012345/"
+    assert containers(docs[4])["sync-down"]["command"][5] == "alice/abcdef012345/"
     for doc in docs:
         kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
 

@@ -29,7 +29,7 @@ from devex.infra.storage.sync import EMPTY_DIR, SPECIAL, SYMLINK, same_content
 from devex.templates_catalog import Catalog, Template
 from tests.support.moto_server import s3_client
 
-pytest_plugins = ["tests.support.moto_server"]
+
 
 MANY = 1005  # more than one S3 page (1,000 keys) and one DeleteObjects batch
 

@@ -43,7 +43,13 @@ def api_token(token_hash: str) -> str:
 
 
 def user_tokens(user_id: str) -> str:
+    """Hash: personal token id -> the token's SHA-256 (the ``apiToken:`` key suffix)."""
     return f"userTokens:{user_id}"
+
+
+# Prefixes handed to libraries that build their own keys from them.
+SESSION_PREFIX = "session:"  # flask-session: session:{sid} -> the server-side session
+RATE_LIMIT_PREFIX = "rateLimit"  # flask-limiter (limits adds its own "LIMITS:" part)
 
 
 RUNNING_INDEX = "runningRepls"  # sorted set: repl id -> last activity (epoch), for culling

@@ -48,6 +48,7 @@ class ObjectNames:
 
 
 def object_names(repl_id: str) -> ObjectNames:
+    dns_label(repl_id)  # the id itself also appears in labels and the URL path
     base = dns_label(f"repl-{repl_id}")
     return ObjectNames(
         deployment=base,

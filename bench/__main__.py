@@ -1,0 +1,25 @@
+"""``python -m bench``: runs every benchmark, prints JSON, keeps it in bench/results/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import embedded_latency, http_ratio, listing_round_trips
+from bench.servers import redis_server
+
+
+def main() -> None:
+    results = {}
+    with redis_server() as url:
+        results.update(listing_round_trips.run(url))
+        results.update(http_ratio.run(url))
+    results.update(embedded_latency.run())
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

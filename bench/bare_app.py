@@ -1,0 +1,15 @@
+"""The baseline for ``http_ratio``: a bare Flask endpoint."""
+
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/hello")
+def hello():
+    return {"ok": True}
+
+
+@app.get("/healthz")
+def healthz():
+    return {"ok": True}

@@ -1,0 +1,355 @@
+"""Wires authentication into the app: server-side sessions (flask-session in Redis), GitHub
+OAuth2 (flask-dance, GitHub Enterprise hosts configurable), personal API tokens, rate limits
+on create/start (flask-limiter), CORS for the IDE frontend (flask-cors).
+
+``init_auth(app, settings, components)`` is called once by the app factory.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import requests
+from apiflask import APIFlask
+from flask import current_app, g, redirect, render_template_string, request, session, url_for
+from flask_cors import CORS
+from flask_dance.consumer import oauth_authorized, oauth_error
+from flask_dance.consumer.requests import OAuth2Session
+from flask_dance.contrib.github import make_github_blueprint
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
+from flask_session import Session
+from limits import parse_many
+from oauthlib.oauth2 import InsecureTransportError, OAuth2Error, TokenExpiredError
+
+from devex import security
+from devex.config import ConfigError, Settings
+from devex.errorhandlers import body
+from devex.infra import keys
+from devex.infra.token_store import TokenStore
+from devex.models import User
+from devex.services.tokens import ApiTokenService
+
+log = logging.getLogger(__name__)
+
+TOKEN_KEY = "github_oauth_token"  # where flask-dance keeps the GitHub token (server-side)
+STATE_KEY = "github_oauth_state"
+CHECKED_KEY = "gh_checked"  # epoch of the last successful check of the GitHub token
+RATE_LIMITED = {"api.create": "rate_limit_create", "api.start": "rate_limit_start"}
+
+
+@dataclass
+class AuthExtension:
+    """What ``app.extensions['devex_auth']`` holds."""
+
+    tokens: ApiTokenService
+    limiter: Limiter
+    settings: Settings
+
+
+def init_auth(app: APIFlask, settings: Settings, components) -> AuthExtension:
+    _init_sessions(app, settings, components)
+    limiter = _init_limiter(app, settings)
+    ext = AuthExtension(
+        tokens=ApiTokenService(
+            TokenStore(components.redis), per_user=settings.api_tokens_per_user
+        ),
+        limiter=limiter,
+        settings=settings,
+    )
+    app.extensions["devex_auth"] = ext
+    if settings.auth_mode == "github":
+        _init_github(app, settings)
+
+    from devex.blueprints import admin, tokens
+
+    app.register_blueprint(tokens.bp)
+    app.register_blueprint(admin.bp)
+    _init_cors(app, settings)
+    return ext
+
+
+# -- sessions ------------------------------------------------------------------------------
+def _init_sessions(app: APIFlask, settings: Settings, components) -> None:
+    """Sessions live in Redis (the in-process one in embedded mode); the cookie holds only a
+    random id. Cookie flags (Secure in github mode, HttpOnly, SameSite=Lax) come from the
+    factory's ``SESSION_COOKIE_*`` settings."""
+    app.config.update(
+        SESSION_TYPE="redis",
+        SESSION_REDIS=components.redis,
+        SESSION_KEY_PREFIX=keys.SESSION_PREFIX,
+        SESSION_PERMANENT=True,
+        SESSION_USE_SIGNER=False,  # the id is 256 random bits; signing is deprecated upstream
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_lifetime_hours),
+    )
+    Session(app)
+
+
+# -- rate limits ---------------------------------------------------------------------------
+def _limit_key() -> str:
+    actor = security.current_actor()
+    return f"user:{actor.id}" if actor is not None else f"ip:{get_remote_address()}"
+
+
+def _init_limiter(app: APIFlask, settings: Settings) -> Limiter:
+    storage = settings.rate_limit_storage_url or settings.redis_url or "memory://"
+    for name in RATE_LIMITED.values():
+        value = getattr(settings, name)
+        if value:
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ConfigError(f"DEVEX_{name.upper()}: {exc}") from None
+    limiter = Limiter(
+        _limit_key,
+        storage_uri=storage,
+        storage_options={"socket_timeout": 5} if storage.startswith("redis") else {},
+        key_prefix=keys.RATE_LIMIT_PREFIX,
+        headers_enabled=True,
+        strategy="moving-window",
+    )
+    limiter.init_app(app)
+    # The REPL views live in devex.blueprints.api; their limits are attached here, so the
+    # check runs after authentication and CSRF (blueprint hooks) and before the view body.
+    for endpoint, name in RATE_LIMITED.items():
+        value = getattr(settings, name)
+        if value and endpoint in app.view_functions:
+            app.view_functions[endpoint] = limiter.limit(value)(app.view_functions[endpoint])
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(error: RateLimitExceeded):
+        current = limiter.current_limit
+        wait = max(1, int(current.reset_at - time.time()) + 1) if current else 60
+        message = f"Too many requests ({error.description}); try again in {wait} seconds."
+        return body("rate_limited", message), 429, {"Retry-After": str(wait)}
+
+    return limiter
+
+
+# -- CORS ----------------------------------------------------------------------------------
+def _init_cors(app: APIFlask, settings: Settings) -> None:
+    @app.before_request
+    def _preflight():
+        # A CORS preflight carries no credentials: answer it before any login check.
+        if request.method == "OPTIONS" and request.path.startswith("/api/"):
+            return app.make_default_options_response()
+        return None
+
+    if not settings.cors_origins:
+        return
+    CORS(
+        app,
+        resources={r"/api/*": {}, r"/auth/me": {}},
+        origins=list(settings.cors_origins),
+        supports_credentials=True,
+        allow_headers=["Content-Type", "Authorization", security.CSRF_HEADER],
+        expose_headers=["Retry-After"],
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        max_age=600,
+    )
+
+
+# -- GitHub OAuth2 -------------------------------------------------------------------------
+class _GitHubSession(OAuth2Session):
+    """GitHub answers the granted scopes comma-separated (and may grant more than asked,
+    e.g. scopes granted earlier); oauthlib calls that a scope change and raises. The
+    scopes we need are checked by using them, so the token is accepted."""
+
+    def fetch_token(self, *args, **kwargs):
+        kwargs.setdefault("timeout", current_app.extensions["devex_auth"].settings.github_timeout)
+        try:
+            return super().fetch_token(*args, **kwargs)
+        except Warning as changed:
+            token = getattr(changed, "token", None)
+            if token is None:
+                raise
+            self.token = dict(token)
+            self._client.populate_token_attributes(self.token)
+            return self.token
+
+
+def _init_github(app: APIFlask, settings: Settings) -> None:
+    web = settings.github_url.rstrip("/")
+    scope = ["read:user", "read:org"] if settings.github_allowed_orgs else ["read:user"]
+    bp = make_github_blueprint(
+        client_id=settings.github_client_id,
+        client_secret=settings.github_client_secret,
+        scope=scope,
+        redirect_url="/",
+        login_url="/github",
+        authorized_url="/github/authorized",
+        session_class=_GitHubSession,
+    )
+    # GitHub Enterprise Server: both hosts come from the settings.
+    bp.base_url = settings.github_api_url.rstrip("/") + "/"
+    bp.authorization_url = f"{web}/login/oauth/authorize"
+    bp.token_url = f"{web}/login/oauth/access_token"
+
+    @bp.before_request
+    def _check_state():
+        if request.endpoint != "github.authorized" or request.args.get("error"):
+            return None
+        # flask-dance would silently restart the login on a missing state and raise (500)
+        # on a forged one: both get a readable refusal here, before any token is fetched.
+        expected = session.get(STATE_KEY)
+        sent = request.args.get("state", "")
+        if not expected or not hmac.compare_digest(str(sent), str(expected)):
+            session.pop(STATE_KEY, None)
+            log.warning("GitHub callback refused: missing or forged state")
+            return _refusal(
+                400,
+                "login_failed",
+                "This login link is stale or was not started here. Please log in again.",
+            )
+        return None
+
+    bp.register_error_handler(OAuth2Error, _oauth_failed)
+    bp.register_error_handler(requests.RequestException, _github_unreachable)
+    oauth_authorized.connect(_on_authorized, sender=bp)
+    oauth_error.connect(_on_oauth_error, sender=bp)
+    app.register_blueprint(bp, url_prefix="/auth")
+    app.before_request(_recheck_github_token)
+
+
+def _refusal(status: int, code: str, message: str):
+    """A readable refusal: a small page for browsers, the contract's JSON for the rest."""
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    if best == "application/json":
+        return body(code, message), status
+    page = render_template_string(_REFUSAL_PAGE, message=message, login=url_for("github.login"))
+    return page, status, {"Content-Type": "text/html; charset=utf-8"}
+
+
+_REFUSAL_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Devex: not logged in</title></head>
+<body><main><h1>Not logged in</h1><p>{{ message }}</p>
+<p><a href="{{ login }}">Log in with GitHub</a></p></main></body></html>
+"""
+
+
+def _oauth_failed(error: OAuth2Error):
+    if isinstance(error, InsecureTransportError):
+        log.error(
+            "GitHub login needs HTTPS URLs; behind a TLS proxy the app must see the original "
+            "scheme (X-Forwarded-Proto): %s",
+            error,
+        )
+    else:
+        log.warning("GitHub login failed: %s", error)
+    return _refusal(400, "login_failed", "GitHub did not confirm the login. Please try again.")
+
+
+def _github_unreachable(error: requests.RequestException):
+    log.error("GitHub unreachable during login: %s", error)
+    return _refusal(503, "unavailable", "GitHub cannot be reached right now; try again shortly.")
+
+
+def _on_oauth_error(blueprint, error=None, error_description=None, error_uri=None, **_):
+    if error == "access_denied":
+        return _refusal(400, "login_denied", "The login was cancelled on GitHub.")
+    log.warning("GitHub login error: %s (%s)", error, error_description)
+    return _refusal(400, "login_failed", "GitHub did not confirm the login. Please try again.")
+
+
+def _settings() -> Settings:
+    return current_app.extensions["devex_auth"].settings
+
+
+def _github_profile(gh) -> tuple[str, dict | None]:
+    """Fetch ``/user`` with the token ``gh`` holds: ("ok", user) | ("revoked"|"down", None)."""
+    try:
+        resp = gh.get("user", timeout=_settings().github_timeout)
+    except TokenExpiredError:
+        return "revoked", None
+    except (requests.RequestException, OAuth2Error) as exc:
+        log.error("GitHub /user failed: %s", exc)
+        return "down", None
+    if resp.status_code in (401, 403):
+        return "revoked", None
+    if not resp.ok:
+        log.error("GitHub /user answered %s", resp.status_code)
+        return "down", None
+    try:
+        user = resp.json()
+        user["id"], user["login"]  # noqa: B018 - both must be present
+    except (ValueError, KeyError, TypeError):
+        log.error("GitHub /user answered something that is not a user")
+        return "down", None
+    return "ok", user
+
+
+def _allowed(gh, login: str) -> bool:
+    s = _settings()
+    if not (s.github_allowed_logins or s.github_allowed_orgs):
+        return True
+    if login.lower() in {x.lower() for x in s.github_allowed_logins}:
+        return True
+    if not s.github_allowed_orgs:
+        return False
+    try:
+        resp = gh.get("user/orgs", params={"per_page": 100}, timeout=s.github_timeout)
+        orgs = {o["login"].lower() for o in resp.json()} if resp.ok else set()
+    except (requests.RequestException, OAuth2Error, ValueError, KeyError, TypeError) as exc:
+        log.error("GitHub /user/orgs failed: %s", exc)
+        orgs = set()
+    return bool(orgs & {x.lower() for x in s.github_allowed_orgs})
+
+
+def _on_authorized(blueprint, token=None):
+    if not token or not token.get("access_token"):
+        return _refusal(400, "login_failed", "GitHub did not hand out a token. Please try again.")
+    outcome, info = _github_profile(blueprint.session)
+    if outcome == "revoked":
+        return _refusal(400, "login_failed", "GitHub refused the new token. Please try again.")
+    if outcome != "ok":
+        return _refusal(503, "unavailable", "GitHub cannot be reached right now; try again.")
+    login_name = str(info["login"])
+    if not _allowed(blueprint.session, login_name):
+        log.info("GitHub user %s is not on the allow-list", login_name)
+        return _refusal(
+            403,
+            "not_allowed",
+            f"The GitHub account {login_name!r} may not use this Devex. "
+            "Ask an administrator to be added.",
+        )
+    user = User(
+        id=str(info["id"]),
+        login=login_name,
+        name=str(info.get("name") or ""),
+        avatar_url=str(info.get("avatar_url") or ""),
+    )
+    security.devex().components.store.upsert_user(user)
+    security.login(user.id)
+    session[CHECKED_KEY] = int(time.time())
+    return None  # flask-dance now stores the token in the (server-side) session
+
+
+def _recheck_github_token():
+    """Now and then, check that the session's GitHub token still works (revoked tokens,
+    expired ones, users dropped from the allow-list); if not, end the session and send
+    browsers back to the login."""
+    every = _settings().github_recheck_seconds
+    if every <= 0 or "uid" not in session or security.bearer_token() is not None:
+        return None
+    if request.blueprint == "github" or request.endpoint in ("auth.logout_view", "static"):
+        return None
+    if time.time() - session.get(CHECKED_KEY, 0) < every:
+        return None
+    gh = current_app.blueprints["github"].session
+    outcome, info = ("revoked", None) if TOKEN_KEY not in session else _github_profile(gh)
+    if outcome == "ok" and _allowed(gh, str(info["login"])):
+        session[CHECKED_KEY] = int(time.time())
+        return None
+    if outcome == "down":  # GitHub's outage is not the user's fault: try again later
+        session[CHECKED_KEY] = int(time.time()) - every + 60
+        return None
+    log.info("GitHub token of user %s no longer works; session ended", session.get("uid"))
+    security.logout()
+    g.pop("actor", None)
+    if request.method == "GET" and not request.path.startswith(("/api/", "/auth/")):
+        return redirect(url_for("github.login"))
+    return None  # the API answers 401 as for anyone not logged in

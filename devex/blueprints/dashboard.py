@@ -1,0 +1,213 @@
+"""The HTMX dashboard: server-rendered pages over the same service layer as the JSON API.
+
+Every action is a plain form POST answered with a redirect, so the pages work without
+JavaScript; when htmx sends the request (``HX-Request``) the same view answers with just the
+partial to swap in. Errors of the service layer are shown in plain words, with the status the
+API would use (404 for another user's REPL, 409, 429).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from apiflask import APIBlueprint
+from flask import Response, get_flashed_messages, redirect, render_template, request, url_for
+
+from devex import dashboard_helpers as h
+from devex.dashboard_helpers import STOP_POLLING, htmx, safe_next
+from devex.errors import DevexError, NotFound
+from devex.models import Repl
+from devex.security import check_csrf, csrf_token, current_actor, devex
+
+bp = APIBlueprint("dashboard", __name__, enable_openapi=False)
+
+PUBLIC_ENDPOINTS = frozenset({"dashboard.login"})
+
+
+# -- request plumbing ------------------------------------------------------------------
+
+
+@bp.before_request
+def _authenticate():
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if current_actor() is None:
+        target = url_for("dashboard.login", next=request.full_path.rstrip("?"))
+        if htmx():
+            # htmx follows this header with a full page load instead of swapping the reply.
+            return Response(status=401, headers={"HX-Redirect": target})
+        return redirect(target)
+    check_csrf()  # before anything changes: 403 for a POST without the form's token
+    return None
+
+
+@bp.context_processor
+def _template_helpers():
+    return {
+        "actor": current_actor(),
+        "auth_mode": devex().settings.auth_mode,
+        "csrf_token": csrf_token,
+        "h": h,
+        "template_of": devex().components.catalog.get,
+        "templates": devex().components.catalog.all(),
+    }
+
+
+@bp.errorhandler(DevexError)
+def _service_error(error: DevexError):
+    """Errors in people's words: a flash above the list for htmx, an error page otherwise."""
+    headers = dict(error.headers)
+    if htmx():
+        headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+        body = render_template("_flash.html", kind="error", message=error.message)
+        return body, error.status, headers
+    page = render_template("error.html", status=error.status, message=error.message)
+    return page, error.status, headers
+
+
+def _back(default: str = "/"):
+    return redirect(safe_next(request.form.get("next"), default), code=303)
+
+
+# -- pages -----------------------------------------------------------------------------
+
+
+@bp.get("/login")
+def login():
+    nxt = safe_next(request.args.get("next"))
+    if current_actor() is not None:
+        return redirect(nxt)
+    # The OAuth callback sends people back here with ?error=<what went wrong>.
+    error = (request.args.get("error") or "").strip()[:300] or None
+    return render_template(
+        "login.html", next=nxt, error=error, messages=get_flashed_messages(with_categories=True)
+    )
+
+
+@bp.get("/")
+def index():
+    actor = current_actor()
+    return render_template(
+        "repls.html", repls=devex().repls.list(actor), form=_blank_form(), errors={}
+    )
+
+
+@bp.post("/repls")
+def create():
+    actor = current_actor()
+    form = {
+        "name": request.form.get("name", ""),
+        "template": request.form.get("template", ""),
+        "start": request.form.get("start") is not None,
+    }
+    try:
+        outcome = devex().repls.create(actor, form["name"], form["template"], form["start"])
+    except DevexError as error:
+        return _form_error(actor, form, error)
+    if not htmx():
+        return redirect(url_for("dashboard.index"), code=303)
+    # The new row goes to the top of the table; a fresh form replaces the old one out of band.
+    row = render_template("_row.html", repl=outcome.repl)
+    fresh = render_template("_create_form.html", form=_blank_form(), errors={}, oob=True)
+    return row + fresh, 201
+
+
+def _form_error(actor, form: dict, error: DevexError):
+    field = {"invalid_name": "name", "name_taken": "name", "invalid_template": "template"}
+    errors = {field.get(error.code, "form"): error.message}
+    if htmx():
+        body = render_template("_create_form.html", form=form, errors=errors, oob=False)
+        headers = {**error.headers, "HX-Retarget": "#create-form", "HX-Reswap": "outerHTML"}
+        return body, error.status, headers
+    page = render_template(
+        "repls.html", repls=devex().repls.list(actor), form=form, errors=errors
+    )
+    return page, error.status, error.headers
+
+
+def _blank_form() -> dict:
+    ids = devex().components.catalog.ids()
+    return {"name": "", "template": "python" if "python" in ids else "", "start": True}
+
+
+@bp.get("/repls/<repl_id>")
+def detail(repl_id: str):
+    actor = current_actor()
+    repl = devex().repls.get(actor, repl_id)
+    events = devex().repls.events(actor, repl_id)
+    hx = htmx()
+    if hx and hx.target == "repl-detail":
+        status = 200 if h.is_transitional(repl) else STOP_POLLING
+        return render_template("_detail.html", repl=repl, events=events), status
+    return render_template("repl_detail.html", repl=repl, events=events)
+
+
+@bp.get("/repls/<repl_id>/row")
+def row(repl_id: str):
+    """The row partial that transitional rows poll; 286 stops the polling once it is final."""
+    try:
+        repl = devex().repls.get(current_actor(), repl_id)
+    except NotFound:
+        if htmx():
+            # Gone (deleted while we watched): remove the row, and polling ends with it.
+            return "", 404, {"HX-Reswap": "delete"}
+        raise
+    status = 200 if h.is_transitional(repl) else STOP_POLLING
+    return render_template("_row.html", repl=repl), status
+
+
+# -- actions ---------------------------------------------------------------------------
+
+
+def _after_action(repl: Repl):
+    if htmx():
+        return render_template("_row.html", repl=repl)
+    return _back()
+
+
+@bp.post("/repls/<repl_id>/start")
+def start(repl_id: str):
+    return _after_action(devex().repls.start(current_actor(), repl_id).repl)
+
+
+@bp.post("/repls/<repl_id>/stop")
+def stop(repl_id: str):
+    return _after_action(devex().repls.stop(current_actor(), repl_id).repl)
+
+
+@bp.post("/repls/<repl_id>/force-stop")
+def force_stop(repl_id: str):
+    return _after_action(devex().repls.stop(current_actor(), repl_id, force=True).repl)
+
+
+@bp.post("/repls/<repl_id>/delete")
+def delete(repl_id: str):
+    repl = devex().repls.delete(current_actor(), repl_id).repl
+    if htmx():
+        return render_template("_row.html", repl=repl)
+    nxt = safe_next(request.form.get("next"))
+    # The detail page of a deleted REPL is about to be a 404: go back to the list instead.
+    return redirect("/" if nxt.startswith(f"/repls/{repl_id}") else nxt, code=303)
+
+
+@bp.get("/repls/<repl_id>/delete")
+@bp.get("/repls/<repl_id>/force-stop")
+def confirm(repl_id: str):
+    """Without JavaScript there is no hx-confirm: this page asks instead."""
+    repl = devex().repls.get(current_actor(), repl_id)
+    action = request.path.rsplit("/", 1)[1]
+    return render_template(
+        "confirm.html",
+        repl=repl,
+        action=action,
+        question=h.confirm_text(action, repl),
+        next=safe_next(request.args.get("next")),
+    )
+
+
+@bp.post("/repls/<repl_id>/open")
+def open_repl(repl_id: str):
+    """Opens the IDE: a short-lived token for this REPL's runner, handed over in the URL
+    (the runner's page keeps it for the tab and removes it from the address bar)."""
+    session = devex().repls.ide_session(current_actor(), repl_id)
+    return redirect(f"{session['url']}?{urlencode({'token': session['token']})}", code=303)
