@@ -38,8 +38,8 @@ def run(redis_url: str) -> dict:
                               owner_login="bench", storage_prefix=f"bench/{i:012x}/",
                               created_at=now, updated_at=now))
         store.list_for_user(owner)  # loads the script once
-        listed = []
-        trips = count_calls(lambda s=store, o=owner: listed.append(s.list_for_user(o)))
+        listed: list = []
+        trips = count_calls(lambda s=store, o=owner, out=listed: out.append(s.list_for_user(o)))
         assert len(listed[0]) == n
         results[str(n)] = trips
     conn.close()

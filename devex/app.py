@@ -50,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     components = build(settings, connection=test_config.get("REDIS_CONNECTION"))
     ext = DevexExtension(settings=settings, components=components, repls=ReplService(components))
     app.extensions["devex"] = ext
+    from devex.auth_setup import init_auth; init_auth(app, settings, components)  # noqa: E702, I001
 
     from devex import errorhandlers
     from devex.blueprints import api, auth, health

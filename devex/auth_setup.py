@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,15 +21,16 @@ from flask_cors import CORS
 from flask_dance.consumer import oauth_authorized, oauth_error
 from flask_dance.consumer.requests import OAuth2Session
 from flask_dance.contrib.github import make_github_blueprint
-from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_session import Session
-from limits import parse_many
+from limits import RateLimitItem, parse_many
 from oauthlib.oauth2 import InsecureTransportError, OAuth2Error, TokenExpiredError
 
 from devex import security
 from devex.config import ConfigError, Settings
 from devex.errorhandlers import body
+from devex.errors import DevexError
 from devex.infra import keys
 from devex.infra.token_store import TokenStore
 from devex.models import User
@@ -90,42 +92,50 @@ def _init_sessions(app: APIFlask, settings: Settings, components) -> None:
 
 
 # -- rate limits ---------------------------------------------------------------------------
-def _limit_key() -> str:
-    actor = security.current_actor()
-    return f"user:{actor.id}" if actor is not None else f"ip:{get_remote_address()}"
+class RateLimited(DevexError):
+    status = 429
+    code = "rate_limited"
 
 
 def _init_limiter(app: APIFlask, settings: Settings) -> Limiter:
+    """flask-limiter's storage (Redis in cluster mode, memory when embedded) and strategy,
+    checked per user for the endpoints in ``RATE_LIMITED``. The check runs as an app hook
+    (the REPL views are registered after this), after authentication and CSRF, and before
+    the view parses or changes anything."""
     storage = settings.rate_limit_storage_url or settings.redis_url or "memory://"
-    for name in RATE_LIMITED.values():
+    limits: dict[str, list[RateLimitItem]] = {}
+    for endpoint, name in RATE_LIMITED.items():
         value = getattr(settings, name)
         if value:
             try:
-                parse_many(value)
+                limits[endpoint] = parse_many(value)
             except ValueError as exc:
                 raise ConfigError(f"DEVEX_{name.upper()}: {exc}") from None
     limiter = Limiter(
-        _limit_key,
+        get_remote_address,
         storage_uri=storage,
         storage_options={"socket_timeout": 5} if storage.startswith("redis") else {},
         key_prefix=keys.RATE_LIMIT_PREFIX,
-        headers_enabled=True,
         strategy="moving-window",
     )
     limiter.init_app(app)
-    # The REPL views live in devex.blueprints.api; their limits are attached here, so the
-    # check runs after authentication and CSRF (blueprint hooks) and before the view body.
-    for endpoint, name in RATE_LIMITED.items():
-        value = getattr(settings, name)
-        if value and endpoint in app.view_functions:
-            app.view_functions[endpoint] = limiter.limit(value)(app.view_functions[endpoint])
 
-    @app.errorhandler(RateLimitExceeded)
-    def _rate_limited(error: RateLimitExceeded):
-        current = limiter.current_limit
-        wait = max(1, int(current.reset_at - time.time()) + 1) if current else 60
-        message = f"Too many requests ({error.description}); try again in {wait} seconds."
-        return body("rate_limited", message), 429, {"Retry-After": str(wait)}
+    @app.before_request
+    def _rate_limit():
+        items = limits.get(request.endpoint or "")
+        if not items or request.method == "OPTIONS":
+            return None
+        actor = security.require_actor()  # 401/403 first: refused calls cost nothing
+        for item in items:
+            parts = (keys.RATE_LIMIT_PREFIX, f"user:{actor.id}", request.endpoint)
+            if not limiter.limiter.hit(item, *parts):
+                reset = limiter.limiter.get_window_stats(item, *parts).reset_time
+                wait = max(1, math.ceil(reset - time.time()))
+                raise RateLimited(
+                    f"Too many requests: at most {item}. Try again in {wait} seconds.",
+                    headers={"Retry-After": str(wait)},
+                )
+        return None
 
     return limiter
 

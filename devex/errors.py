@@ -44,7 +44,7 @@ class TransitionRefused(Conflict):
     code = "invalid_state"
     current = None  # the status that refused the change
 
-    def with_status(self, status) -> "TransitionRefused":
+    def with_status(self, status) -> TransitionRefused:
         self.current = status
         return self
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     CREATING = "creating"
     STOPPED = "stopped"
     STARTING = "starting"
@@ -18,7 +18,7 @@ class Status(str, Enum):
     FAILED = "failed"
 
 
-class Desired(str, Enum):
+class Desired(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     DELETED = "deleted"

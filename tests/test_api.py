@@ -75,6 +75,7 @@ def test_oversize_body_is_413(app, api):
 def test_duplicate_name_ignoring_case_is_409(app, api):
     r = api.post("/api/repl/create", json={"name": "Hello", "template": "bash", "start": False})
     assert r.status_code == 202
+    api.wait_status(r.json["repl"]["id"], "stopped")  # its job is done: the state is still
     before = state(app)
     error_of(
         api.post("/api/repl/create", json={"name": " hello ", "template": "bash"}), 409,

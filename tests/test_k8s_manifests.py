@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
-from click.testing import CliRunner
 from flask import Flask
 from kubernetes_validate.utils import all_versions
 from packaging.version import Version
@@ -299,21 +299,19 @@ def test_network_policy_admits_only_the_ingress_controller_and_fences_egress():
 
 
 # -- the CLI -------------------------------------------------------------------------------
-def cli_app() -> Flask:
+@pytest.fixture
+def cli(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("DEVEX_")]:
+        monkeypatch.delenv(key)
     app = Flask(__name__)
     app.cli.add_command(devex_cli)
-    return app
+    return app.test_cli_runner()  # click's CliRunner, bound to the bare app
 
 
-def test_cli_prints_every_object_as_yaml(monkeypatch):
-    for key in [k for k in __import__("os").environ if k.startswith("DEVEX_")]:
-        monkeypatch.delenv(key)
+def test_cli_prints_every_object_as_yaml(cli, monkeypatch):
     monkeypatch.setenv("DEVEX_K8S_INGRESS_CLASS", "traefik")
-    runner = CliRunner()
-    result = runner.invoke(devex_cli, ["manifests", "--template", "python", "--repl-id",
-                                       "abcdef012345", "--owner", "alice"],
-                           obj=__import__("flask.cli", fromlist=["ScriptInfo"]).ScriptInfo(
-                               create_app=cli_app))
+    result = cli.invoke(args=["devex", "manifests", "--template", "python",
+                              "--repl-id", "abcdef012345", "--owner", "alice"])
     assert result.exit_code == 0, result.output
     docs = [d for d in yaml.safe_load_all(result.output) if d]
     assert [d["kind"] for d in docs] == ["Secret", "NetworkPolicy", "Service", "Ingress",
@@ -325,9 +323,13 @@ def test_cli_prints_every_object_as_yaml(monkeypatch):
         kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
 
 
-def test_cli_refuses_an_unknown_template():
-    result = CliRunner().invoke(
-        devex_cli, ["manifests", "--template", "cobol"],
-        obj=__import__("flask.cli", fromlist=["ScriptInfo"]).ScriptInfo(create_app=cli_app))
+def test_cli_refuses_an_unknown_template(cli):
+    result = cli.invoke(args=["devex", "manifests", "--template", "cobol"])
     assert result.exit_code != 0
     assert "unknown template" in result.output
+
+
+def test_cli_refuses_a_bad_repl_id(cli):
+    result = cli.invoke(args=["devex", "manifests", "--template", "go", "--repl-id", "Bad_Id"])
+    assert result.exit_code != 0
+    assert "DNS-1123" in result.output

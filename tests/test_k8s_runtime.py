@@ -6,6 +6,7 @@ import base64
 from dataclasses import replace
 
 import pytest
+import yaml
 
 from devex.config import Settings
 from devex.errors import FilesNotSaved, RuntimeFailure
@@ -328,3 +329,20 @@ def test_api_calls_per_start_and_stop(fake, runtime, repl, template, events, cap
         print("\nKubernetes API calls:", ", ".join(f"{k}: {v}" for k, v in counts.items()))
     assert counts == {"start (fresh)": 6, "start (already running)": 11,
                       "stop (save, exit 0)": 8, "stop (force)": 5, "stop (already gone)": 7}
+
+
+def test_client_config_is_loaded_from_devex_kubeconfig(fake, settings, repl, template, tmp_path,
+                                                       events):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
+        "users": [{"name": "me", "user": {"token": "not-a-real-token"}}],
+    }))
+    runtime = KubernetesRuntime(replace(settings, kubeconfig=str(kubeconfig)))
+
+    runtime.start(repl, template, events)
+
+    assert fake.names("deployments", NS) == ["repl-0123456789ab"]
+    assert runtime.kube is runtime.kube  # loaded once

@@ -29,8 +29,6 @@ from devex.infra.storage.sync import EMPTY_DIR, SPECIAL, SYMLINK, same_content
 from devex.templates_catalog import Catalog, Template
 from tests.support.moto_server import s3_client
 
-
-
 MANY = 1005  # more than one S3 page (1,000 keys) and one DeleteObjects batch
 
 

@@ -195,6 +195,9 @@ class Kube:
                 yield event["type"], event["object"]
         except ApiException as exc:
             raise KubeError("watch pods", exc) from None
+        except KeyError:  # the library chokes on raw ERROR events (e.g. 410 Gone)
+            raise KubeError("watch pods", ApiException(
+                status=500, reason="the watch ended with an error event")) from None
         finally:
             w.stop()
 

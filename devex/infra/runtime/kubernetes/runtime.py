@@ -150,6 +150,10 @@ class KubernetesRuntime(Runtime):
         return StartResult(url=url, handle=n.as_handle())
 
     def stop(self, repl: Repl, progress: Progress, *, save: bool = True) -> None:
+        try:
+            names.object_names(repl.id)
+        except ValueError as exc:
+            raise RuntimeFailure(f"Cannot describe this REPL to Kubernetes: {exc}") from None
         if save:
             try:
                 self._save(repl, progress)

@@ -1,0 +1,28 @@
+# Devex core: one image for the web process (default) and the RQ worker.
+#   web:     docker run IMAGE                       (gunicorn wsgi:app on :8000)
+#   worker:  docker run IMAGE rq worker --url "$DEVEX_REDIS_URL" devex
+FROM python:3.11-slim AS base
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+
+COPY wsgi.py ./
+COPY devex/ devex/
+COPY jobs/ jobs/
+COPY runner/ runner/
+COPY repl_templates/ repl_templates/
+
+RUN groupadd --system --gid 10001 devex \
+ && useradd --system --uid 10001 --gid devex --home-dir /tmp --no-create-home devex
+USER 10001:10001
+
+ENV HOME=/tmp
+EXPOSE 8000
+CMD ["gunicorn", "wsgi:app", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", \
+     "--worker-tmp-dir", "/tmp", "--access-logfile", "-"]

@@ -1,0 +1,481 @@
+"""The HTMX dashboard through Flask's test client: pages, forms, partials, CSRF and 404s.
+
+Most tests use an app without a worker, so a REPL stays in the status a test puts it in;
+the browser tests (test_dashboard_browser.py) drive the real lifecycle.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from devex import create_app
+from devex.dashboard_helpers import actions_for, ago, htmx, safe_next
+from devex.models import Repl, Status
+from devex.services.repls import Actor
+
+HX = {"HX-Request": "true"}
+OTHER = Actor(id="other", login="other")
+
+
+@pytest.fixture
+def idle_app(data_dir):
+    """No worker: jobs are queued but never run, so statuses stay where a test puts them."""
+    return create_app(
+        {
+            "TESTING": True,
+            "DEVEX_DATA_DIR": data_dir,
+            "DEVEX_SECRET_KEY": "test-secret",
+            "DEVEX_EMBEDDED_WORKER": "false",
+            "DEVEX_QUOTA_REPLS": "3",
+        }
+    )
+
+
+@pytest.fixture
+def web(idle_app):
+    return idle_app.test_client()
+
+
+@pytest.fixture
+def user(web):
+    """Signs in through the login page's form, like a person; returns the CSRF token."""
+    page = web.get("/login")
+    r = web.post("/auth/local", data={"csrf_token": form_token(page.text), "next": "/"})
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    return meta_token(web.get("/").text)
+
+
+def form_token(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def meta_token(html: str) -> str:
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+def service(app):
+    return app.extensions["devex"].repls
+
+
+def store(app):
+    return app.extensions["devex"].components.store
+
+
+def make(app, name="alpha", owner=Actor(id="local", login="local")) -> Repl:
+    return service(app).create(owner, name, "python", start=False).repl
+
+
+def set_status(app, repl_id: str, status: Status, **fields) -> None:
+    store(app).transition(repl_id, status, allowed=list(Status), fields=fields)
+
+
+def status_of(app, repl_id: str) -> Status:
+    return store(app).require(repl_id).status
+
+
+# -- signing in ---------------------------------------------------------------------------
+
+
+def test_anonymous_visitor_is_sent_to_the_login_page(web):
+    r = web.get("/")
+    assert r.status_code == 302
+    assert r.headers["Location"] == "/login?next=/"
+    r = web.get("/repls/abc123/row", headers=HX)
+    assert r.status_code == 401 and r.headers["HX-Redirect"].startswith("/login")
+
+
+def test_login_page_offers_the_local_user_in_embedded_mode(web):
+    page = web.get("/login?next=/repls/abc")
+    assert page.status_code == 200
+    assert "<title>Sign in · Devex</title>" in page.text
+    assert "Continue as local user" in page.text
+    assert 'name="next" value="/repls/abc"' in page.text
+    assert "Sign in with GitHub" not in page.text
+
+
+def test_login_page_never_redirects_elsewhere(web, user):
+    assert web.get("/login?next=//evil.example/").headers["Location"] == "/"
+    assert web.get("/login?next=/repls/x").headers["Location"] == "/repls/x"
+
+
+def test_login_page_offers_github_in_cluster_mode(data_dir):
+    app = create_app(
+        {
+            "TESTING": True,
+            "DEVEX_DATA_DIR": data_dir,
+            "DEVEX_SECRET_KEY": "test-secret",
+            "DEVEX_AUTH": "github",
+            "DEVEX_GITHUB_CLIENT_ID": "id",
+            "DEVEX_GITHUB_CLIENT_SECRET": "secret",
+            "DEVEX_EMBEDDED_WORKER": "false",
+        }
+    )
+    page = app.test_client().get("/login?error=The+GitHub+login+was+cancelled.")
+    assert 'href="/auth/github?next=%2F"' in page.text
+    assert "Continue as local user" not in page.text
+    assert "Sign-in did not work: The GitHub login was cancelled." in page.text
+
+
+def test_sign_out_form_ends_the_session(web, user):
+    assert 'action="/auth/logout"' in web.get("/").text
+    r = web.post("/auth/logout", data={"csrf_token": user})
+    assert r.status_code == 302
+    assert web.get("/").status_code == 302
+
+
+# -- the list -------------------------------------------------------------------------------
+
+
+def test_empty_list_invites_to_create_the_first_repl(web, user):
+    page = web.get("/")
+    assert page.status_code == 200
+    assert "<title>Your REPLs · Devex</title>" in page.text
+    assert "No REPLs yet." in page.text
+    assert 'id="repl-rows"' in page.text
+    assert '<label for="repl-name">Name</label>' in page.text
+    assert "Python · Python 3.12" in page.text
+
+
+def test_list_shows_name_template_language_status_and_actions(idle_app, web, user):
+    repl = make(idle_app, "alpha")
+    set_status(idle_app, repl.id, Status.STOPPED)
+    page = web.get("/").text
+    row = re.search(rf'<tr id="repl-{repl.id}".*?</tr>', page, re.S).group(0)
+    assert ">alpha</a>" in row
+    assert "Python" in row and "Python 3.12" in row
+    assert 'class="badge badge-idle" data-testid="status">stopped<' in row
+    assert "just now" in row
+    assert f'action="/repls/{repl.id}/start"' in row
+    assert f'href="/repls/{repl.id}/delete?next=%2F"' in row
+    assert "hx-confirm=" in row
+    assert "/stop" not in row and "/open" not in row
+    assert "hx-trigger" not in row  # final status: no polling
+
+
+def test_every_form_carries_the_csrf_token(idle_app, web, user):
+    for status in (Status.STOPPED, Status.FAILED):
+        set_status(idle_app, make(idle_app, f"r-{status.value}").id, status)
+    page = web.get("/").text
+    forms = re.findall(r"<form\b.*?</form>", page, re.S)
+    assert len(forms) == 4  # sign out, create, Start, Retry
+    for form in forms:
+        assert f'name="csrf_token" value="{user}"' in form
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (Status.CREATING, ("delete",)),
+        (Status.STOPPED, ("start", "delete")),
+        (Status.STARTING, ("stop", "delete")),
+        (Status.RUNNING, ("open", "stop", "delete")),
+        (Status.STOPPING, ("force-stop", "delete")),
+        (Status.DELETING, ()),
+        (Status.FAILED, ("retry", "force-stop", "delete")),
+    ],
+)
+def test_actions_follow_the_status(status, expected):
+    repl = Repl(
+        id="a1", name="n", template="python", owner_id="u", owner_login="u", storage_prefix="u/a1/"
+    )
+    repl.status = status
+    repl.url = "http://127.0.0.1:9/"
+    assert actions_for(repl) == expected
+
+
+def test_failed_repl_shows_its_reason_retry_and_force_stop(idle_app, web, user):
+    repl = make(idle_app, "flaky")
+    set_status(idle_app, repl.id, Status.FAILED, error="Starting failed: out of memory")
+    row = web.get(f"/repls/{repl.id}/row").text
+    assert 'badge-bad" data-testid="status">failed<' in row
+    assert "Starting failed: out of memory" in row
+    assert ">Retry</button>" in row and f'action="/repls/{repl.id}/start"' in row
+    assert ">Force stop</a>" in row
+
+
+def test_another_users_repl_never_appears_and_its_urls_answer_404(idle_app, web, user):
+    theirs = make(idle_app, "secret-project", owner=OTHER)
+    set_status(idle_app, theirs.id, Status.STOPPED)
+    assert "secret-project" not in web.get("/").text
+    for path in ("", "/row", "/delete", "/force-stop"):
+        r = web.get(f"/repls/{theirs.id}{path}")
+        assert r.status_code == 404, path
+        assert "No such REPL." in r.text
+        assert "secret-project" not in r.text
+    for action in ("start", "stop", "force-stop", "delete", "open"):
+        r = web.post(f"/repls/{theirs.id}/{action}", data={"csrf_token": user})
+        assert r.status_code == 404, action
+        r = web.post(f"/repls/{theirs.id}/{action}", headers={**HX, "X-CSRF-Token": user})
+        assert r.status_code == 404, action
+    assert status_of(idle_app, theirs.id) == Status.STOPPED
+
+
+def test_unknown_repl_gets_a_readable_404_page(web, user):
+    r = web.get("/repls/nosuchrepl")
+    assert r.status_code == 404
+    assert "<title>Not found · Devex</title>" in r.text
+    assert "No such REPL." in r.text
+    assert "Back to your REPLs" in r.text
+
+
+# -- creating ---------------------------------------------------------------------------------
+
+
+def test_create_without_javascript_redirects_to_the_list(idle_app, web, user):
+    r = web.post("/repls", data={"csrf_token": user, "name": "  first  ", "template": "python"})
+    assert r.status_code == 303 and r.headers["Location"] == "/"
+    [repl] = service(idle_app).list(Actor(id="local", login="local"))
+    assert repl.name == "first"
+    assert repl.desired.value == "stopped"  # the "Start it now" box was not ticked
+    assert ">first</a>" in web.get("/").text
+
+
+def test_create_with_htmx_answers_the_new_row_and_a_fresh_form(idle_app, web, user):
+    r = web.post(
+        "/repls",
+        data={"name": "fresh", "template": "python", "start": "1"},
+        headers={**HX, "X-CSRF-Token": user},
+    )
+    assert r.status_code == 201
+    assert r.text.lstrip().startswith('<tr id="repl-')
+    assert 'data-status="creating"' in r.text
+    assert 'hx-trigger="every 1s"' in r.text  # transitional: the row polls itself
+    assert 'id="create-form"' in r.text and 'hx-swap-oob="true"' in r.text
+    assert 'name="name" value=""' in r.text
+    [repl] = service(idle_app).list(Actor(id="local", login="local"))
+    assert repl.desired.value == "running"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("bad/name", "letters, digits, spaces"),
+        ("   ", "must not be empty"),
+        ("x" * 65, "at most 64 characters"),
+    ],
+)
+def test_bad_name_is_shown_inline_and_nothing_is_created(idle_app, web, user, name, message):
+    r = web.post("/repls", data={"csrf_token": user, "name": name, "template": "python"})
+    assert r.status_code == 400
+    assert 'aria-invalid="true"' in r.text
+    assert 'id="repl-name-error"' in r.text and message in r.text
+    assert "<title>Your REPLs · Devex</title>" in r.text  # the whole page, form kept
+    assert service(idle_app).list(Actor(id="local", login="local")) == []
+
+
+def test_bad_name_with_htmx_swaps_only_the_form(web, user):
+    r = web.post(
+        "/repls",
+        data={"name": "no/slashes", "template": "python"},
+        headers={**HX, "X-CSRF-Token": user},
+    )
+    assert r.status_code == 400
+    assert r.headers["HX-Retarget"] == "#create-form"
+    assert r.headers["HX-Reswap"] == "outerHTML"
+    assert r.text.lstrip().startswith('<form id="create-form"')
+    assert 'value="no/slashes"' in r.text
+    assert "hx-swap-oob" not in r.text
+
+
+def test_unknown_template_is_shown_at_the_template_picker(web, user):
+    r = web.post("/repls", data={"csrf_token": user, "name": "ok", "template": "cobol"})
+    assert r.status_code == 400
+    assert 'id="repl-template-error"' in r.text and "Unknown template" in r.text
+
+
+def test_duplicate_name_is_shown_inline(idle_app, web, user):
+    make(idle_app, "Twin")
+    r = web.post("/repls", data={"csrf_token": user, "name": "twin", "template": "python"})
+    assert r.status_code == 409
+    assert "You already have a REPL named &#39;twin&#39;." in r.text
+    assert 'id="repl-name-error"' in r.text
+
+
+def test_quota_is_shown_as_a_form_error_with_retry_after(idle_app, web, user):
+    for i in range(3):
+        make(idle_app, f"r{i}")
+    r = web.post(
+        "/repls", data={"name": "one-more", "template": "python"}, headers={**HX, "X-CSRF-Token": user}
+    )
+    assert r.status_code == 429
+    assert r.headers["Retry-After"] == "60"
+    assert "limit of 3 REPLs" in r.text and "form-error" in r.text
+
+
+def test_a_post_without_the_csrf_token_changes_nothing(idle_app, web, user):
+    r = web.post("/repls", data={"name": "sneaky", "template": "python"})
+    assert r.status_code == 403
+    assert "Missing or wrong CSRF token." in r.text
+    repl = make(idle_app, "mine")
+    set_status(idle_app, repl.id, Status.STOPPED)
+    for action in ("start", "delete", "force-stop"):
+        r = web.post(f"/repls/{repl.id}/{action}", data={"csrf_token": "wrong"})
+        assert r.status_code == 403
+    assert status_of(idle_app, repl.id) == Status.STOPPED
+    assert [r.name for r in service(idle_app).list(Actor(id="local", login="local"))] == ["mine"]
+
+
+# -- live status --------------------------------------------------------------------------------
+
+
+def test_row_partial_polls_while_transitional_and_answers_286_when_final(idle_app, web, user):
+    repl = make(idle_app, "moving")
+    r = web.get(f"/repls/{repl.id}/row", headers=HX)
+    assert r.status_code == 200
+    assert 'hx-get="/repls/%s/row" hx-trigger="every 1s"' % repl.id in r.text
+    set_status(idle_app, repl.id, Status.STOPPED)
+    r = web.get(f"/repls/{repl.id}/row", headers=HX)
+    assert r.status_code == 286  # htmx stops polling
+    assert "hx-trigger" not in r.text and 'data-status="stopped"' in r.text
+
+
+def test_row_of_a_deleted_repl_removes_itself(idle_app, web, user):
+    repl = make(idle_app, "going")
+    store(idle_app).delete(store(idle_app).require(repl.id))
+    r = web.get(f"/repls/{repl.id}/row", headers=HX)
+    assert r.status_code == 404
+    assert r.headers["HX-Reswap"] == "delete"
+
+
+def test_detail_shows_the_event_log_and_polls_while_transitional(idle_app, web, user):
+    repl = make(idle_app, "logged")
+    store(idle_app).add_event(repl.id, "files", "Copied 3 starter files.")
+    page = web.get(f"/repls/{repl.id}")
+    assert page.status_code == 200
+    assert "<title>logged · Devex</title>" in page.text
+    assert "Event log" in page.text
+    assert "Created from the python template." in page.text and "by local" in page.text
+    assert "Copied 3 starter files." in page.text
+    partial = web.get(f"/repls/{repl.id}", headers={**HX, "HX-Target": "repl-detail"})
+    assert partial.status_code == 200 and partial.text.lstrip().startswith('<section id="repl-detail"')
+    set_status(idle_app, repl.id, Status.FAILED, error="Creating failed: disk full")
+    store(idle_app).add_event(repl.id, "failed", "Creating failed: disk full")
+    partial = web.get(f"/repls/{repl.id}", headers={**HX, "HX-Target": "repl-detail"})
+    assert partial.status_code == 286
+    assert partial.text.count("Creating failed: disk full") == 2  # the reason and the event
+
+
+# -- actions ------------------------------------------------------------------------------------
+
+
+def test_start_without_javascript_redirects_back(idle_app, web, user):
+    repl = make(idle_app)
+    set_status(idle_app, repl.id, Status.STOPPED)
+    r = web.post(f"/repls/{repl.id}/start", data={"csrf_token": user, "next": f"/repls/{repl.id}"})
+    assert r.status_code == 303 and r.headers["Location"] == f"/repls/{repl.id}"
+    assert status_of(idle_app, repl.id) == Status.STARTING
+
+
+def test_actions_with_htmx_answer_the_row(idle_app, web, user):
+    repl = make(idle_app)
+    set_status(idle_app, repl.id, Status.RUNNING, url="http://127.0.0.1:9/")
+    r = web.post(f"/repls/{repl.id}/stop", headers={**HX, "X-CSRF-Token": user})
+    assert r.status_code == 200
+    assert 'data-status="stopping"' in r.text and 'hx-trigger="every 1s"' in r.text
+    r = web.post(f"/repls/{repl.id}/force-stop", headers={**HX, "X-CSRF-Token": user})
+    assert r.status_code == 200
+    assert "Force stop requested" in web.get(f"/repls/{repl.id}").text
+
+
+def test_retry_of_a_failed_repl_starts_it(idle_app, web, user):
+    repl = make(idle_app)
+    set_status(idle_app, repl.id, Status.FAILED, error="Starting failed: boom")
+    r = web.post(f"/repls/{repl.id}/start", headers={**HX, "X-CSRF-Token": user})
+    assert r.status_code == 200 and 'data-status="starting"' in r.text
+    assert "boom" not in r.text
+
+
+def test_refused_action_is_shown_readably(idle_app, web, user):
+    repl = make(idle_app)
+    set_status(idle_app, repl.id, Status.DELETING)
+    r = web.post(f"/repls/{repl.id}/start", headers={**HX, "X-CSRF-Token": user})
+    assert r.status_code == 409
+    assert r.headers["HX-Retarget"] == "#flash"
+    assert 'role="alert">The REPL is deleting; it cannot be started now.</p>' in r.text
+    r = web.post(f"/repls/{repl.id}/start", data={"csrf_token": user})
+    assert r.status_code == 409
+    assert "<title>Not possible now · Devex</title>" in r.text
+
+
+def test_delete_asks_first_without_javascript(idle_app, web, user):
+    repl = make(idle_app, "doomed")
+    set_status(idle_app, repl.id, Status.STOPPED)
+    page = web.get(f"/repls/{repl.id}/delete?next=/")
+    assert page.status_code == 200
+    assert "Delete “doomed”?" in page.text and "removed for good" in page.text
+    assert status_of(idle_app, repl.id) == Status.STOPPED  # asking changes nothing
+    r = web.post(
+        f"/repls/{repl.id}/delete", data={"csrf_token": form_token(page.text), "next": "/"}
+    )
+    assert r.status_code == 303 and r.headers["Location"] == "/"
+    assert status_of(idle_app, repl.id) == Status.DELETING
+
+
+def test_delete_from_the_detail_page_returns_to_the_list(idle_app, web, user):
+    repl = make(idle_app)
+    r = web.post(
+        f"/repls/{repl.id}/delete", data={"csrf_token": user, "next": f"/repls/{repl.id}"}
+    )
+    assert r.headers["Location"] == "/"
+
+
+def test_open_is_refused_unless_running(idle_app, web, user):
+    repl = make(idle_app)
+    set_status(idle_app, repl.id, Status.STOPPED)
+    r = web.post(f"/repls/{repl.id}/open", data={"csrf_token": user})
+    assert r.status_code == 409 and "start it first" in r.text
+
+
+def test_open_hands_the_runner_a_short_lived_token(idle_app, web, user):
+    repl = make(idle_app)
+    set_status(idle_app, repl.id, Status.RUNNING, url="http://127.0.0.1:9/")
+    r = web.post(f"/repls/{repl.id}/open", data={"csrf_token": user})
+    assert r.status_code == 303
+    assert r.headers["Location"].startswith("http://127.0.0.1:9/?token=")
+
+
+def test_redirect_after_an_action_stays_on_this_site(idle_app, web, user):
+    repl = make(idle_app)
+    set_status(idle_app, repl.id, Status.STOPPED)
+    r = web.post(
+        f"/repls/{repl.id}/start", data={"csrf_token": user, "next": "https://evil.example/"}
+    )
+    assert r.headers["Location"] == "/"
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def test_htmx_helper_reads_the_hx_headers(idle_app):
+    headers = {
+        "HX-Request": "true",
+        "HX-Target": "repl-rows",
+        "HX-Trigger-Name": "caf%C3%A9",
+        "HX-Trigger-Name-URI-AutoEncoded": "true",
+    }
+    with idle_app.test_request_context("/", headers=headers):
+        hx = htmx()
+        assert hx and hx.target == "repl-rows" and hx.trigger_name == "café"
+    with idle_app.test_request_context("/", headers={"HX-Request": "true", "HX-Boosted": "true"}):
+        assert not htmx()  # a boosted request wants the whole page
+    with idle_app.test_request_context("/"):
+        assert not htmx() and htmx().target is None
+
+
+def test_time_and_redirect_helpers():
+    assert ago(None) == "never"
+    assert ago("2020-01-01T00:00:00Z") == "2020-01-01"
+    assert safe_next("//evil.example") == "/" and safe_next("/\\evil") == "/"
+    assert safe_next("/repls/a") == "/repls/a"
+
+
+def test_static_files_are_served(web):
+    assert b"htmx" in web.get("/static/vendor/htmx.min.js").data
+    assert web.get("/static/style.css").status_code == 200
+
+
+def test_dashboard_stays_out_of_the_openapi_document(web):
+    spec = web.get("/api/openapi.json").json
+    assert not any(p == "/" or p.startswith("/repls") for p in spec["paths"])

@@ -1,0 +1,250 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, against the
+embedded app (in-process Redis, worker thread, local runner processes) on 127.0.0.1.
+
+Waiting is Playwright's auto-waiting ``expect``; nothing sleeps. Screenshots of the list,
+the create form with an error, and a failed REPL go to ``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devex.errors import RuntimeFailure
+from devex.services.repls import Actor
+from tests.conftest import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SLOW = 60_000  # ms: starting a runner process, with margin for a busy CI machine
+QUICK = 15_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian chromium at /usr/bin/chromium (scripts/ensure-test-tools installs it)",
+    ),
+]
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def site(app) -> Iterator[str]:
+    """The embedded app served by werkzeug on a free port of 127.0.0.1."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="dashboard-http", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+    server.server_close()
+
+
+@pytest.fixture
+def page(browser, site):
+    context = browser.new_context(base_url=site, viewport={"width": 1100, "height": 760})
+    context.set_default_timeout(QUICK)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def sign_in(page) -> None:
+    page.goto("/")
+    expect(page).to_have_title("Sign in · Devex")
+    page.get_by_role("button", name="Continue as local user").click()
+    expect(page).to_have_title("Your REPLs · Devex")
+
+
+def create(page, name: str, *, start: bool = True, template: str = "python") -> None:
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Template").select_option(template)
+    page.get_by_label("Start it now").set_checked(start)
+    page.get_by_role("button", name="Create REPL").click()
+
+
+def row(page, name: str):
+    return page.locator("#repl-rows tr.repl-row").filter(
+        has=page.get_by_role("link", name=name, exact=True)
+    )
+
+
+def status(page, name: str):
+    return row(page, name).get_by_test_id("status")
+
+
+def mark_page(page) -> None:
+    """A marker that only survives while the page is never reloaded or left."""
+    page.evaluate("window.__devexMarker = 'still the same page'")
+
+
+def assert_same_page(page) -> None:
+    assert page.evaluate("window.__devexMarker") == "still the same page"
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def test_a_persons_whole_journey(page):
+    sign_in(page)
+    expect(page.get_by_text("No REPLs yet.")).to_be_visible()
+    mark_page(page)
+
+    create(page, "journey")
+    expect(status(page, "journey")).to_have_text("running", timeout=SLOW)
+    assert_same_page(page)  # creating → starting → running arrived by polling, no reload
+    expect(page.get_by_text("No REPLs yet.")).to_be_hidden()
+    expect(page.get_by_label("Name")).to_have_value("")  # a fresh form for the next one
+    expect(row(page, "journey")).to_contain_text("Python 3.12")
+    shot(page, "list.png")
+
+    with page.expect_popup() as popup_info:
+        row(page, "journey").get_by_role("button", name="Open journey").click()
+    ide = popup_info.value
+    # The runner's own page, reached with the token the dashboard handed over.
+    expect(ide).to_have_title("Devex REPL")
+    expect(ide.get_by_role("button", name="main.py")).to_be_visible()
+    assert "token=" not in ide.url  # the runner page drops it from the address bar
+    runner = ide.url.split("?", 1)[0]
+    assert runner.startswith("http://127.0.0.1:")
+    assert ide.request.get(runner + "healthz").status == 200
+    ide.close()
+
+    row(page, "journey").get_by_role("button", name="Stop journey").click()
+    expect(status(page, "journey")).to_have_text("stopped", timeout=SLOW)
+    expect(row(page, "journey").get_by_role("button", name="Open journey")).to_have_count(0)
+
+    row(page, "journey").get_by_role("button", name="Start journey").click()
+    expect(status(page, "journey")).to_have_text("running", timeout=SLOW)
+
+    questions = []
+
+    def accept(dialog):
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
+    row(page, "journey").get_by_role("link", name="Delete journey").click()
+    expect(row(page, "journey")).to_have_count(0, timeout=SLOW)
+    print("TBODY", page.locator("#repl-rows").inner_html())
+    assert questions == ["Delete “journey”? Its files are removed for good."]
+    expect(page.get_by_text("No REPLs yet.")).to_be_visible()
+    assert_same_page(page)
+
+
+def test_bad_and_duplicate_names_are_shown_inline(page):
+    sign_in(page)
+    mark_page(page)
+
+    create(page, "no/slashes", start=False)
+    error = page.locator("#repl-name-error")
+    expect(error).to_have_text(
+        "The name may contain letters, digits, spaces, '-', '_' and '.' only."
+    )
+    expect(page.get_by_label("Name")).to_have_value("no/slashes")  # kept for fixing
+    expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#repl-rows tr.repl-row")).to_have_count(0)
+    shot(page, "create-form-error.png")
+
+    create(page, "Twin", start=False)
+    expect(status(page, "Twin")).to_have_text("stopped", timeout=SLOW)
+    expect(error).to_have_count(0)  # the form came back clean
+
+    create(page, "twin", start=False)
+    expect(error).to_have_text("You already have a REPL named 'twin'.")
+    expect(page.locator("#repl-rows tr.repl-row")).to_have_count(1)
+    assert_same_page(page)
+
+
+def test_a_failed_start_shows_its_reason_and_retry_works(page, app, monkeypatch):
+    runtime = app.extensions["devex"].components.runtime
+    real_start = runtime.start
+    calls = []
+
+    def start_failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeFailure("simulated failure")
+        return real_start(*args, **kwargs)
+
+    # The embedded worker thread shares this process and these components.
+    monkeypatch.setattr(runtime, "start", start_failing_once)
+
+    sign_in(page)
+    mark_page(page)
+    create(page, "flaky", start=False)
+    expect(status(page, "flaky")).to_have_text("stopped", timeout=SLOW)
+
+    row(page, "flaky").get_by_role("button", name="Start flaky").click()
+    expect(status(page, "flaky")).to_have_text("failed", timeout=SLOW)
+    expect(row(page, "flaky").get_by_test_id("reason")).to_have_text(
+        "Starting failed: simulated failure"
+    )
+    expect(row(page, "flaky").get_by_role("link", name="Force stop flaky")).to_be_visible()
+    shot(page, "failed-repl.png")
+
+    row(page, "flaky").get_by_role("button", name="Retry flaky").click()
+    expect(status(page, "flaky")).to_have_text("running", timeout=SLOW)
+    expect(row(page, "flaky").get_by_test_id("reason")).to_have_count(0)
+    assert len(calls) == 2
+    assert_same_page(page)
+
+    row(page, "flaky").get_by_role("link", name="flaky").click()
+    expect(page).to_have_title("flaky · Devex")
+    log = page.locator("ol.events")
+    expect(log).to_contain_text("Starting failed: simulated failure")
+    expect(log).to_contain_text("Running at http://127.0.0.1:")
+
+
+def test_another_users_repl_never_appears_and_its_urls_answer_404(page, app):
+    repls = app.extensions["devex"].repls
+    theirs = repls.create(Actor(id="other", login="other"), "their-secret", "python", False).repl
+
+    sign_in(page)
+    create(page, "mine", start=False)
+    expect(status(page, "mine")).to_have_text("stopped", timeout=SLOW)
+    expect(status(page, "their-secret")).to_have_count(0)
+    page.reload()
+    expect(row(page, "mine")).to_have_count(1)
+    expect(page.get_by_text("their-secret")).to_have_count(0)
+
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    for path in ("", "/row", "/delete", "/force-stop"):
+        assert page.request.get(f"/repls/{theirs.id}{path}").status == 404, path
+    for action in ("start", "stop", "force-stop", "delete", "open"):
+        r = page.request.post(
+            f"/repls/{theirs.id}/{action}", headers={"X-CSRF-Token": token}, form={"next": "/"}
+        )
+        assert r.status == 404, action
+    assert repls.get(Actor(id="other", login="other"), theirs.id).status.value == "creating"
+
+    page.goto(f"/repls/{theirs.id}")
+    expect(page).to_have_title("Not found · Devex")
+    expect(page.get_by_role("alert")).to_have_text("No such REPL.")
