@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from bench import embedded_latency, http_ratio, listing_round_trips
-from bench.servers import redis_server
+from tests.support.redis_server import running_redis as redis_server
 
 
 def main() -> None:

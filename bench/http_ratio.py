@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from bench.servers import free_port
+from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 2000

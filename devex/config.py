@@ -53,6 +53,8 @@ class Settings:
     job_retry_intervals: tuple[int, ...] = (0, 0, 0)  # seconds between retries, one per retry
     start_timeout: int = 60  # seconds a runner gets to become ready
     lock_wait: int = 300  # seconds a job waits for another job on the same REPL
+    idle_timeout: int = 3600  # seconds without activity before a running REPL is stopped
+    periodic_interval: int = 60  # seconds between reconcile/cull runs of the embedded worker
     max_body_bytes: int = 64 * 1024
     quota_repls: int = 50
     quota_running: int = 5

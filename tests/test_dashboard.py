@@ -242,7 +242,7 @@ def test_create_with_htmx_answers_the_new_row_and_a_fresh_form(idle_app, web, us
     assert r.text.lstrip().startswith('<tr id="repl-')
     assert 'data-status="creating"' in r.text
     assert 'hx-trigger="every 1s"' in r.text  # transitional: the row polls itself
-    assert 'id="create-form"' in r.text and 'hx-swap-oob="true"' in r.text
+    assert '<template><form id="create-form"' in r.text and 'hx-swap-oob="true"' in r.text
     assert 'name="name" value=""' in r.text
     [repl] = service(idle_app).list(Actor(id="local", login="local"))
     assert repl.desired.value == "running"

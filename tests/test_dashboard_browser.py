@@ -153,7 +153,6 @@ def test_a_persons_whole_journey(page):
     page.once("dialog", accept)
     row(page, "journey").get_by_role("link", name="Delete journey").click()
     expect(row(page, "journey")).to_have_count(0, timeout=SLOW)
-    print("TBODY", page.locator("#repl-rows").inner_html())
     assert questions == ["Delete “journey”? Its files are removed for good."]
     expect(page.get_by_text("No REPLs yet.")).to_be_visible()
     assert_same_page(page)

@@ -17,7 +17,6 @@ from tests.support.auth_helpers import (
     new_token,
     queued,
     session_api,
-    set_status,
     store,
 )
 
@@ -196,9 +195,3 @@ def test_bad_rate_limit_setting_is_refused_at_start(data_dir):
     with pytest.raises(ConfigError):
         make_app(data_dir, DEVEX_RATE_LIMIT_CREATE="lots")
 
-
-def test_status_after_failed_start_is_not_changed_by_rate_limit(app):
-    """A limit hit on an already-running REPL still answers 429 (the limit comes first)."""
-    repl_id = create_repl(app, OWNER[0])
-    set_status(app, repl_id, Status.RUNNING)
-    assert store(app).get(repl_id).status == Status.RUNNING

@@ -107,9 +107,11 @@ def create():
     if not htmx():
         return redirect(url_for("dashboard.index"), code=303)
     # The new row goes to the top of the table; a fresh form replaces the old one out of band.
+    # The form rides in a <template>: after a <tr> the HTML parser is in table mode and would
+    # tear a bare <form> apart.
     row = render_template("_row.html", repl=outcome.repl)
     fresh = render_template("_create_form.html", form=_blank_form(), errors={}, oob=True)
-    return row + fresh, 201
+    return f"{row}<template>{fresh}</template>", 201
 
 
 def _form_error(actor, form: dict, error: DevexError):

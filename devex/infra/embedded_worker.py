@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from rq import SimpleWorker
 from rq.registry import ScheduledJobRegistry
@@ -48,7 +49,13 @@ class EmbeddedWorker:
         queue = self.jobs.queue
         worker = _ThreadWorker([queue], connection=queue.connection)
         registry = ScheduledJobRegistry(queue=queue)
+        interval = self.components.settings.periodic_interval
+        next_periodic = time.monotonic() + interval
         while not self._stop.is_set():
+            if time.monotonic() >= next_periodic:
+                next_periodic = time.monotonic() + interval
+                for name in ("jobs.periodic.reconcile", "jobs.periodic.cull_idle"):
+                    self.jobs.enqueue(name)
             self.jobs.wakeup.clear()
             for job_id in registry.get_jobs_to_schedule():
                 job = queue.fetch_job(job_id)

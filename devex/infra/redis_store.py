@@ -236,6 +236,10 @@ class ReplStore:
         pipe.zadd(keys.RUNNING_INDEX, {repl_id: time.time()}, xx=True)
         pipe.execute()
 
+    def idle_since(self, cutoff_epoch: float) -> list[str]:
+        """Running REPLs whose last activity (or start) is older than the cutoff."""
+        return [_decode(x) for x in self.redis.zrangebyscore(keys.RUNNING_INDEX, 0, cutoff_epoch)]
+
     # -- events ------------------------------------------------------------------------
     def add_event(self, repl_id: str, kind: str, message: str, actor: str = "system") -> Event:
         event = Event(at=utcnow(), kind=kind, message=message, actor=actor)

@@ -1,4 +1,4 @@
-"""A real ``redis-server`` for the tests, started on a free loopback port.
+"""A real ``redis-server`` for the tests (and the benchmarks), started on a free port.
 
 The machine's own Redis is never used: a fresh machine may not have one, and tests must
 not touch anybody else's data.
@@ -9,8 +9,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -22,46 +24,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def running_redis() -> Iterator[str]:
+    """Start a throw-away redis-server; yield its URL; stop it."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not installed; run the README's test command (make test)")
+        raise RuntimeError("redis-server is not installed; run the README's test command")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
+    workdir = tempfile.mkdtemp(prefix="devex-redis-")
     proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-    yield url
-    client.close()
-    proc.terminate()
-    proc.wait(10)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    with running_redis() as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,151 @@
+"""Tokens between the core, the runners and the IDE: a token is good for one REPL and one
+purpose, and wrong-REPL, tampered and expired tokens are refused."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+from devex import tokens
+from devex.models import Status
+from tests.support.auth_helpers import (
+    OWNER,
+    add_users,
+    create_repl,
+    make_app,
+    session_api,
+    store,
+)
+
+SECRET = "test-secret"
+RUNNER_MAX_AGE = 7 * 24 * 3600  # what /api/runner/* accepts
+IDE_MAX_AGE = 3600  # what the runner accepts (RUNNER_TOKEN_MAX_AGE default)
+
+
+class _PastSigner(TimestampSigner):
+    """Signs as if it were eight days ago: an expired token without waiting."""
+
+    def get_timestamp(self) -> int:
+        return int(time.time()) - 8 * 24 * 3600
+
+
+def signed_long_ago(key: str, repl_id: str, scope: str) -> str:
+    serializer = URLSafeTimedSerializer(key, salt=f"devex-{scope}", signer=_PastSigner)
+    return serializer.dumps({"repl": repl_id, "scope": scope})
+
+
+def tamper(token: str) -> str:
+    last = token[-1]
+    return token[:-1] + ("A" if last != "A" else "B")
+
+
+def runner_token(repl_id: str) -> str:
+    return tokens.sign(tokens.repl_key(SECRET, repl_id), repl_id, tokens.RUNNER_SCOPE)
+
+
+@pytest.fixture
+def app(data_dir):
+    app = make_app(data_dir)
+    add_users(app)
+    return app
+
+
+@pytest.fixture
+def two(app):
+    return (
+        create_repl(app, OWNER[0], "a", status=Status.RUNNING),
+        create_repl(app, OWNER[0], "b", status=Status.RUNNING),
+    )
+
+
+def heartbeat(app, repl_id: str, token: str | None):
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return app.test_client().post(
+        f"/api/runner/{repl_id}/heartbeat", json={"active": True}, headers=headers
+    )
+
+
+def test_the_repls_own_runner_token_is_accepted(app, two):
+    a, _ = two
+    resp = heartbeat(app, a, runner_token(a))
+    assert resp.status_code == 200
+    assert store(app).get(a).last_activity_at is not None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda a, b: None, id="missing"),
+        pytest.param(lambda a, b: "", id="empty"),
+        pytest.param(lambda a, b: runner_token(b), id="other-repls-token"),
+        pytest.param(
+            # B's key cannot vouch for A, whatever the payload says.
+            lambda a, b: tokens.sign(tokens.repl_key(SECRET, b), a, tokens.RUNNER_SCOPE),
+            id="other-repls-key",
+        ),
+        pytest.param(
+            lambda a, b: tokens.sign(tokens.repl_key("another-secret", a), a, "runner"),
+            id="other-core-secret",
+        ),
+        pytest.param(lambda a, b: tamper(runner_token(a)), id="tampered"),
+        pytest.param(
+            lambda a, b: signed_long_ago(tokens.repl_key(SECRET, a), a, tokens.RUNNER_SCOPE),
+            id="expired",
+        ),
+        pytest.param(
+            lambda a, b: tokens.sign(tokens.repl_key(SECRET, a), a, tokens.IDE_SCOPE),
+            id="ide-token-as-runner-token",
+        ),
+    ],
+)
+def test_runner_endpoints_refuse_bad_tokens_and_change_nothing(app, two, make):
+    a, b = two
+    token = make(a, b)
+    assert heartbeat(app, a, token).status_code == 401
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    idle = app.test_client().post(f"/api/runner/{a}/idle", headers=headers)
+    assert idle.status_code == 401 and idle.json["error"]["code"] == "unauthorized"
+    repl = store(app).get(a)
+    assert repl.status == Status.RUNNING and repl.last_activity_at is None
+
+
+def ide_token(app, repl_id: str) -> dict:
+    resp = session_api(app, OWNER[0]).post(f"/api/repl/{repl_id}/session")
+    assert resp.status_code == 200, resp.json
+    return resp.json
+
+
+def runner_accepts(repl_id: str, token: str) -> bool:
+    """What the runner of ``repl_id`` does with a token (runner/server.py)."""
+    try:
+        tokens.verify(
+            tokens.repl_key(SECRET, repl_id), repl_id, tokens.IDE_SCOPE, token, IDE_MAX_AGE
+        )
+    except tokens.TokenError:
+        return False
+    return True
+
+
+def test_ide_session_token_works_for_its_repl_only(app, two):
+    a, b = two
+    session = ide_token(app, a)
+    assert session["url"] and session["expires_at"]
+    assert runner_accepts(a, session["token"])
+    assert not runner_accepts(b, session["token"])
+
+
+def test_ide_session_token_tampered_or_expired_is_refused(app, two):
+    a, _ = two
+    good = ide_token(app, a)["token"]
+    assert not runner_accepts(a, tamper(good))
+    assert not runner_accepts(a, signed_long_ago(tokens.repl_key(SECRET, a), a, tokens.IDE_SCOPE))
+    # A runner token is not an IDE token either.
+    assert not runner_accepts(a, runner_token(a))
+
+
+def test_ide_session_needs_a_running_repl(app):
+    stopped = create_repl(app, OWNER[0], "stopped", status=Status.STOPPED)
+    resp = session_api(app, OWNER[0]).post(f"/api/repl/{stopped}/session")
+    assert resp.status_code == 409
