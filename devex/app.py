@@ -8,7 +8,12 @@ from datetime import timedelta
 from typing import Any
 
 from apiflask import APIFlask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from devex import errorhandlers
+from devex.auth_setup import init_auth
+from devex.blueprints import api, auth, dashboard, health
+from devex.cli import devex_cli
 from devex.config import Settings
 from devex.extension import DevexExtension
 from devex.infra.embedded_worker import EmbeddedWorker
@@ -30,7 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         title="Devex",
         version="0.1.0",
         spec_path="/api/openapi.json",
-        docs_path="/api/docs",
+        docs_path=None,  # the bundled docs UI loads from a CDN; the service works offline
         template_folder="templates_html",
     )
     app.config.update(
@@ -50,30 +55,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     components = build(settings, connection=test_config.get("REDIS_CONNECTION"))
     ext = DevexExtension(settings=settings, components=components, repls=ReplService(components))
     app.extensions["devex"] = ext
-    from devex.auth_setup import init_auth; init_auth(app, settings, components)  # noqa: E702, I001
+    if settings.trusted_proxies:
+        # Behind the ingress: scheme and host come from X-Forwarded-* (OAuth callback URLs).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
 
-    from devex import errorhandlers
-    from devex.blueprints import api, auth, health
-
+    init_auth(app, settings, components)
     errorhandlers.register(app)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(health.bp)
-    _register_optional(app)
+    for blueprint in (api.bp, auth.bp, health.bp, dashboard.bp):
+        app.register_blueprint(blueprint)
+    app.cli.add_command(devex_cli)
 
     if settings.run_embedded_worker:
         ext.worker = EmbeddedWorker(components.jobs, components)
         ext.worker.start()
     return app
-
-
-def _register_optional(app: APIFlask) -> None:
-    """Pieces that live in their own modules (dashboard, CLI)."""
-    from devex.blueprints import dashboard
-
-    app.register_blueprint(dashboard.bp)
-    try:
-        from devex.cli import devex_cli
-    except ImportError:  # pragma: no cover - the CLI module is optional while it is built
-        return
-    app.cli.add_command(devex_cli)

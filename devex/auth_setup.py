@@ -16,7 +16,16 @@ from datetime import timedelta
 
 import requests
 from apiflask import APIFlask
-from flask import current_app, g, redirect, render_template_string, request, session, url_for
+from flask import (
+    current_app,
+    g,
+    make_response,
+    redirect,
+    render_template_string,
+    request,
+    session,
+    url_for,
+)
 from flask_cors import CORS
 from flask_dance.consumer import oauth_authorized, oauth_error
 from flask_dance.consumer.requests import OAuth2Session
@@ -24,8 +33,10 @@ from flask_dance.contrib.github import make_github_blueprint
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_session import Session
+from flask_session.redis import RedisSessionInterface
 from limits import RateLimitItem, parse_many
 from oauthlib.oauth2 import InsecureTransportError, OAuth2Error, TokenExpiredError
+from redis import RedisError
 
 from devex import security
 from devex.config import ConfigError, Settings
@@ -41,7 +52,12 @@ log = logging.getLogger(__name__)
 TOKEN_KEY = "github_oauth_token"  # where flask-dance keeps the GitHub token (server-side)
 STATE_KEY = "github_oauth_state"
 CHECKED_KEY = "gh_checked"  # epoch of the last successful check of the GitHub token
-RATE_LIMITED = {"api.create": "rate_limit_create", "api.start": "rate_limit_start"}
+RATE_LIMITED = {
+    "api.create": "rate_limit_create",
+    "api.start": "rate_limit_start",
+    "dashboard.create": "rate_limit_create",
+    "dashboard.start": "rate_limit_start",
+}
 
 
 @dataclass
@@ -89,6 +105,33 @@ def _init_sessions(app: APIFlask, settings: Settings, components) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_lifetime_hours),
     )
     Session(app)
+    app.session_interface = _SessionsSurviveRedisOutage(
+        app, client=components.redis, key_prefix=keys.SESSION_PREFIX, use_signer=False
+    )
+
+
+class _SessionsSurviveRedisOutage(RedisSessionInterface):
+    """The session is opened for every request, before any view or error handler: a Redis
+    outage there would be a 500 on everything, ``/healthz`` included. Instead the request
+    gets an empty session marked ``store_down``; ``security.current_actor`` answers 503 to
+    a caller who sent a session cookie, and nothing is saved."""
+
+    def open_session(self, app, request):
+        try:
+            return super().open_session(app, request)
+        except RedisError as exc:
+            log.error("Session store unavailable: %s", exc)
+            fresh = self.session_class(sid=self._generate_sid(self.sid_length))
+            fresh.store_down = True
+            return fresh
+
+    def save_session(self, app, session, response) -> None:
+        if getattr(session, "store_down", False):
+            return
+        try:
+            super().save_session(app, session, response)
+        except RedisError as exc:
+            log.error("Session store unavailable, session not saved: %s", exc)
 
 
 # -- rate limits ---------------------------------------------------------------------------
@@ -103,12 +146,13 @@ def _init_limiter(app: APIFlask, settings: Settings) -> Limiter:
     (the REPL views are registered after this), after authentication and CSRF, and before
     the view parses or changes anything."""
     storage = settings.rate_limit_storage_url or settings.redis_url or "memory://"
-    limits: dict[str, list[RateLimitItem]] = {}
+    # endpoint -> (bucket, limits): the API and the dashboard share one bucket per action.
+    limits: dict[str, tuple[str, list[RateLimitItem]]] = {}
     for endpoint, name in RATE_LIMITED.items():
         value = getattr(settings, name)
         if value:
             try:
-                limits[endpoint] = parse_many(value)
+                limits[endpoint] = (name, parse_many(value))
             except ValueError as exc:
                 raise ConfigError(f"DEVEX_{name.upper()}: {exc}") from None
     limiter = Limiter(
@@ -122,12 +166,12 @@ def _init_limiter(app: APIFlask, settings: Settings) -> Limiter:
 
     @app.before_request
     def _rate_limit():
-        items = limits.get(request.endpoint or "")
+        bucket, items = limits.get(request.endpoint or "", ("", []))
         if not items or request.method == "OPTIONS":
             return None
         actor = security.require_actor()  # 401/403 first: refused calls cost nothing
         for item in items:
-            parts = (keys.RATE_LIMIT_PREFIX, f"user:{actor.id}", request.endpoint)
+            parts = (keys.RATE_LIMIT_PREFIX, f"user:{actor.id}", bucket)
             if not limiter.limiter.hit(item, *parts):
                 reset = limiter.limiter.get_window_stats(item, *parts).reset_time
                 wait = max(1, math.ceil(reset - time.time()))
@@ -227,11 +271,12 @@ def _init_github(app: APIFlask, settings: Settings) -> None:
 
 def _refusal(status: int, code: str, message: str):
     """A readable refusal: a small page for browsers, the contract's JSON for the rest."""
+    # A Response object (not a tuple): flask-dance passes on only those from its signals.
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     if best == "application/json":
-        return body(code, message), status
+        return make_response(body(code, message), status)
     page = render_template_string(_REFUSAL_PAGE, message=message, login=url_for("github.login"))
-    return page, status, {"Content-Type": "text/html; charset=utf-8"}
+    return make_response(page, status, {"Content-Type": "text/html; charset=utf-8"})
 
 
 _REFUSAL_PAGE = """<!doctype html>

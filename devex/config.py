@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class Settings:
     quota_repls: int = 50
     quota_running: int = 5
     runner_python: str = ""  # interpreter for local runner processes; empty: this one
+    trusted_proxies: int = 0  # reverse proxies in front of the web (X-Forwarded-* trusted)
     core_url: str = ""  # how runners reach the core (heartbeats); empty: not reported
     # --- auth, sessions, personal tokens, limits, CORS (devex/auth_setup.py) ---
     session_lifetime_hours: int = 168  # server-side session lifetime (7 days)
@@ -87,7 +88,6 @@ class Settings:
     k8s_read_only_root: bool = True  # readOnlyRootFilesystem (HOME and /tmp are emptyDirs)
     k8s_image_pull_secret: str = ""
     # --- end kubernetes ---
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def auth_mode(self) -> str:
@@ -111,8 +111,6 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            if f.name == "extra":
-                continue
             raw = env.get(PREFIX + f.name.upper())
             if raw is None:
                 continue

@@ -13,7 +13,7 @@ import secrets
 
 from flask import current_app, g, request, session
 
-from devex.errors import DevexError
+from devex.errors import DevexError, Unavailable
 from devex.services.repls import Actor
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -54,6 +54,7 @@ def login(user_id: str) -> None:
     # with server-side sessions the id changes too (the old one is deleted from Redis).
     regenerate = getattr(current_app.session_interface, "regenerate", None)
     if regenerate is not None:
+        session["rotating"] = True  # regenerate() leaves an empty session's id alone
         regenerate(session)
     session.clear()
     session["uid"] = user_id
@@ -109,6 +110,10 @@ def current_actor() -> Actor | None:
             method = BEARER if actor is not None else None
         g.bearer_refused = actor is None
     else:
+        if getattr(session, "store_down", False) and current_app.config[
+            "SESSION_COOKIE_NAME"
+        ] in request.cookies:
+            raise Unavailable("Sessions are unavailable; try again shortly.")
         uid = session.get("uid")
         if uid:
             actor = _actor_for(uid)

@@ -139,6 +139,10 @@ def _sync(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     op = args.command
     try:
         storage = storage_from_env(environ)
+    except (StorageError, ValueError) as exc:  # devex.config.ConfigError is a ValueError
+        print(f"runner: {op} failed: invalid storage configuration: {exc}", file=sys.stderr)
+        return 1
+    try:
         if op == "sync-down":
             args.dest.mkdir(parents=True, exist_ok=True)
             report = storage.sync_down(args.prefix, args.dest)

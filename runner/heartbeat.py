@@ -64,12 +64,13 @@ async def beat_once(session: aiohttp.ClientSession, url: str, token: str, active
 async def run(settings: ServerSettings, activity: Activity) -> None:
     assert settings.core_url and settings.repl_id and settings.key
     url = heartbeat_url(settings.core_url, settings.repl_id)
-    token = tokens.sign(settings.key, settings.repl_id, tokens.RUNNER_SCOPE)
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             await asyncio.sleep(settings.heartbeat_seconds)
             active = activity.take()
+            # Signed fresh for each beat, so the core can verify with a short max age.
+            token = tokens.sign(settings.key, settings.repl_id, tokens.RUNNER_SCOPE)
             if not await beat_once(session, url, token, active) and active:
                 activity.touch()  # keep the activity for the next attempt
 

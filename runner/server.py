@@ -229,6 +229,9 @@ async def serve(settings: ServerSettings, stop: asyncio.Event | None = None) -> 
         await stop.wait()
         log.info("shutting down")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await app_runner.cleanup()
+        try:
+            await app_runner.cleanup()
+        finally:
+            # Only now: a second signal during cleanup must not kill the process half-way.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -177,3 +177,15 @@ def test_healthz_and_readyz(client):
     assert client.get("/healthz").status_code == 200
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json == {"redis": "ok", "storage": "ok", "runtime": "ok"}
+
+
+def test_every_setting_is_documented_in_env_example():
+    from dataclasses import fields
+
+    from devex.config import PREFIX, Settings
+    from tests.conftest import ROOT
+
+    documented = (ROOT / ".env.example").read_text()
+    missing = [PREFIX + f.name.upper() for f in fields(Settings)
+               if PREFIX + f.name.upper() + "=" not in documented]
+    assert missing == []

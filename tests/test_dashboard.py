@@ -16,6 +16,7 @@ from devex.models import Repl, Status
 from devex.services.repls import Actor
 
 HX = {"HX-Request": "true"}
+ME = Actor(id="local", login="local")
 OTHER = Actor(id="other", login="other")
 
 
@@ -63,7 +64,7 @@ def store(app):
     return app.extensions["devex"].components.store
 
 
-def make(app, name="alpha", owner=Actor(id="local", login="local")) -> Repl:
+def make(app, name="alpha", owner=ME) -> Repl:
     return service(app).create(owner, name, "python", start=False).repl
 
 
@@ -226,7 +227,7 @@ def test_unknown_repl_gets_a_readable_404_page(web, user):
 def test_create_without_javascript_redirects_to_the_list(idle_app, web, user):
     r = web.post("/repls", data={"csrf_token": user, "name": "  first  ", "template": "python"})
     assert r.status_code == 303 and r.headers["Location"] == "/"
-    [repl] = service(idle_app).list(Actor(id="local", login="local"))
+    [repl] = service(idle_app).list(ME)
     assert repl.name == "first"
     assert repl.desired.value == "stopped"  # the "Start it now" box was not ticked
     assert ">first</a>" in web.get("/").text
@@ -242,9 +243,9 @@ def test_create_with_htmx_answers_the_new_row_and_a_fresh_form(idle_app, web, us
     assert r.text.lstrip().startswith('<tr id="repl-')
     assert 'data-status="creating"' in r.text
     assert 'hx-trigger="every 1s"' in r.text  # transitional: the row polls itself
-    assert '<template><form id="create-form"' in r.text and 'hx-swap-oob="true"' in r.text
+    assert re.search(r'<template>\s*<form id="create-form"[^>]*hx-swap-oob="true"', r.text)
     assert 'name="name" value=""' in r.text
-    [repl] = service(idle_app).list(Actor(id="local", login="local"))
+    [repl] = service(idle_app).list(ME)
     assert repl.desired.value == "running"
 
 
@@ -262,7 +263,7 @@ def test_bad_name_is_shown_inline_and_nothing_is_created(idle_app, web, user, na
     assert 'aria-invalid="true"' in r.text
     assert 'id="repl-name-error"' in r.text and message in r.text
     assert "<title>Your REPLs · Devex</title>" in r.text  # the whole page, form kept
-    assert service(idle_app).list(Actor(id="local", login="local")) == []
+    assert service(idle_app).list(ME) == []
 
 
 def test_bad_name_with_htmx_swaps_only_the_form(web, user):
@@ -297,7 +298,9 @@ def test_quota_is_shown_as_a_form_error_with_retry_after(idle_app, web, user):
     for i in range(3):
         make(idle_app, f"r{i}")
     r = web.post(
-        "/repls", data={"name": "one-more", "template": "python"}, headers={**HX, "X-CSRF-Token": user}
+        "/repls",
+        data={"name": "one-more", "template": "python"},
+        headers={**HX, "X-CSRF-Token": user},
     )
     assert r.status_code == 429
     assert r.headers["Retry-After"] == "60"
@@ -314,7 +317,7 @@ def test_a_post_without_the_csrf_token_changes_nothing(idle_app, web, user):
         r = web.post(f"/repls/{repl.id}/{action}", data={"csrf_token": "wrong"})
         assert r.status_code == 403
     assert status_of(idle_app, repl.id) == Status.STOPPED
-    assert [r.name for r in service(idle_app).list(Actor(id="local", login="local"))] == ["mine"]
+    assert [r.name for r in service(idle_app).list(ME)] == ["mine"]
 
 
 # -- live status --------------------------------------------------------------------------------
@@ -324,7 +327,7 @@ def test_row_partial_polls_while_transitional_and_answers_286_when_final(idle_ap
     repl = make(idle_app, "moving")
     r = web.get(f"/repls/{repl.id}/row", headers=HX)
     assert r.status_code == 200
-    assert 'hx-get="/repls/%s/row" hx-trigger="every 1s"' % repl.id in r.text
+    assert f'hx-get="/repls/{repl.id}/row" hx-trigger="every 1s"' in r.text
     set_status(idle_app, repl.id, Status.STOPPED)
     r = web.get(f"/repls/{repl.id}/row", headers=HX)
     assert r.status_code == 286  # htmx stops polling
@@ -349,7 +352,9 @@ def test_detail_shows_the_event_log_and_polls_while_transitional(idle_app, web, 
     assert "Created from the python template." in page.text and "by local" in page.text
     assert "Copied 3 starter files." in page.text
     partial = web.get(f"/repls/{repl.id}", headers={**HX, "HX-Target": "repl-detail"})
-    assert partial.status_code == 200 and partial.text.lstrip().startswith('<section id="repl-detail"')
+    assert partial.status_code == 200 and partial.text.lstrip().startswith(
+        '<section id="repl-detail"'
+    )
     set_status(idle_app, repl.id, Status.FAILED, error="Creating failed: disk full")
     store(idle_app).add_event(repl.id, "failed", "Creating failed: disk full")
     partial = web.get(f"/repls/{repl.id}", headers={**HX, "HX-Target": "repl-detail"})
@@ -415,9 +420,7 @@ def test_delete_asks_first_without_javascript(idle_app, web, user):
 
 def test_delete_from_the_detail_page_returns_to_the_list(idle_app, web, user):
     repl = make(idle_app)
-    r = web.post(
-        f"/repls/{repl.id}/delete", data={"csrf_token": user, "next": f"/repls/{repl.id}"}
-    )
+    r = web.post(f"/repls/{repl.id}/delete", data={"csrf_token": user, "next": f"/repls/{repl.id}"})
     assert r.headers["Location"] == "/"
 
 
@@ -479,3 +482,87 @@ def test_static_files_are_served(web):
 def test_dashboard_stays_out_of_the_openapi_document(web):
     spec = web.get("/api/openapi.json").json
     assert not any(p == "/" or p.startswith("/repls") for p in spec["paths"])
+
+
+# -- personal tokens ----------------------------------------------------------------------------
+
+
+def test_token_is_shown_once_and_works_as_a_bearer(idle_app, web, user):
+    page = web.get("/tokens")
+    assert page.status_code == 200 and "<title>Personal tokens · Devex</title>" in page.text
+    assert "No tokens yet." in page.text
+    r = web.post("/tokens", data={"csrf_token": user, "name": "laptop"})
+    assert r.status_code == 201
+    assert r.headers["Cache-Control"] == "no-store"
+    plaintext = re.search(r'id="new-token-value" class="mono" readonly value="([^"]+)"', r.text)[1]
+    assert plaintext.startswith("dvx_") and 'data-copy="#new-token-value"' in r.text
+    again = web.get("/tokens").text
+    assert "laptop" in again and plaintext not in again
+    bearer = idle_app.test_client().get(
+        "/api/repl/", headers={"Authorization": f"Bearer {plaintext}"}
+    )
+    assert bearer.status_code == 200
+
+
+def test_bad_token_name_is_shown_inline(web, user):
+    r = web.post("/tokens", data={"csrf_token": user, "name": "  "})
+    assert r.status_code == 400
+    assert 'id="token-name-error"' in r.text and "The token needs a name." in r.text
+
+
+def test_revoking_a_token_with_and_without_htmx(idle_app, web, user):
+    for name in ("one", "two"):
+        web.post("/tokens", data={"csrf_token": user, "name": name})
+    page = web.get("/tokens").text
+    ids = re.findall(r'<tr id="token-([0-9a-f]+)"', page)
+    assert len(ids) == 2
+    r = web.post(f"/tokens/{ids[0]}/revoke", data={"csrf_token": user})
+    assert r.status_code == 303 and r.headers["Location"] == "/tokens"
+    r = web.post(f"/tokens/{ids[1]}/revoke", headers={**HX, "X-CSRF-Token": user})
+    assert r.status_code == 200 and r.text == ""
+    assert "No tokens yet." in web.get("/tokens").text
+    r = web.post(f"/tokens/{ids[1]}/revoke", data={"csrf_token": user})
+    assert r.status_code == 404 and "No such token." in r.text
+
+
+def test_another_users_token_cannot_be_revoked(idle_app, web, user):
+    theirs = idle_app.extensions["devex_auth"].tokens.create("other", "theirs")
+    r = web.post(f"/tokens/{theirs.token.id}/revoke", data={"csrf_token": user})
+    assert r.status_code == 404
+    assert idle_app.extensions["devex_auth"].tokens.list("other")
+
+
+# -- administrators -------------------------------------------------------------------------------
+
+
+def test_admin_page_is_only_for_administrators(web, user):
+    assert ">Admin</a>" not in web.get("/").text
+    r = web.get("/admin")
+    assert r.status_code == 403 and "Only administrators" in r.text
+
+
+def test_admin_sees_every_running_repl_and_can_stop_it(data_dir):
+    app = create_app(
+        {
+            "TESTING": True,
+            "DEVEX_DATA_DIR": data_dir,
+            "DEVEX_SECRET_KEY": "test-secret",
+            "DEVEX_EMBEDDED_WORKER": "false",
+            "DEVEX_ADMINS": "local",
+        }
+    )
+    web = app.test_client()
+    web.post("/auth/local")
+    token = meta_token(web.get("/").text)
+    running = make(app, "their-app", owner=OTHER)
+    set_status(app, running.id, Status.RUNNING, url="http://127.0.0.1:9/")
+    set_status(app, make(app, "parked", owner=OTHER).id, Status.STOPPED)
+
+    page = web.get("/admin")
+    assert page.status_code == 200 and "<title>Administration · Devex</title>" in page.text
+    assert "their-app" in page.text and ">other<" in page.text
+    assert "parked" not in page.text
+    assert "their-app" not in web.get("/").text  # an admin's own list is still their own
+    r = web.post(f"/repls/{running.id}/stop", data={"csrf_token": token, "next": "/admin"})
+    assert r.status_code == 303 and r.headers["Location"] == "/admin"
+    assert status_of(app, running.id) == Status.STOPPING

@@ -124,6 +124,11 @@ def test_a_persons_whole_journey(page):
     expect(page.get_by_label("Name")).to_have_value("")  # a fresh form for the next one
     expect(row(page, "journey")).to_contain_text("Python 3.12")
     shot(page, "list.png")
+    page.set_viewport_size({"width": 360, "height": 760})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scrolling
+    expect(page.get_by_text("No REPLs yet.")).to_be_hidden()
+    shot(page, "list-360px.png")
+    page.set_viewport_size({"width": 1100, "height": 760})
 
     with page.expect_popup() as popup_info:
         row(page, "journey").get_by_role("button", name="Open journey").click()
@@ -215,11 +220,12 @@ def test_a_failed_start_shows_its_reason_and_retry_works(page, app, monkeypatch)
     assert len(calls) == 2
     assert_same_page(page)
 
-    row(page, "flaky").get_by_role("link", name="flaky").click()
+    row(page, "flaky").get_by_role("link", name="flaky", exact=True).click()
     expect(page).to_have_title("flaky · Devex")
     log = page.locator("ol.events")
     expect(log).to_contain_text("Starting failed: simulated failure")
     expect(log).to_contain_text("Running at http://127.0.0.1:")
+    shot(page, "repl-detail.png")
 
 
 def test_another_users_repl_never_appears_and_its_urls_answer_404(page, app):
@@ -242,7 +248,8 @@ def test_another_users_repl_never_appears_and_its_urls_answer_404(page, app):
             f"/repls/{theirs.id}/{action}", headers={"X-CSRF-Token": token}, form={"next": "/"}
         )
         assert r.status == 404, action
-    assert repls.get(Actor(id="other", login="other"), theirs.id).status.value == "creating"
+    after = repls.get(Actor(id="other", login="other"), theirs.id)  # still there, untouched
+    assert after.desired.value == "stopped" and after.status.value in ("creating", "stopped")
 
     page.goto(f"/repls/{theirs.id}")
     expect(page).to_have_title("Not found · Devex")

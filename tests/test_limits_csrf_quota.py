@@ -150,6 +150,20 @@ def test_create_is_rate_limited_per_user(data_dir):
     assert session_api(app, OTHER[0]).post("/api/repl/create", json=CREATE).status_code == 202
 
 
+def test_dashboard_create_shares_the_api_rate_limit(data_dir):
+    app = make_app(data_dir, DEVEX_RATE_LIMIT_CREATE="1/minute")
+    add_users(app)
+    alice = session_api(app, OWNER[0])
+    assert alice.post("/api/repl/create", json={**CREATE, "name": "a"}).status_code == 202
+    before = redis_state(app)
+    resp = alice.client.post("/repls", data={"name": "b", "template": "bash",
+                                             "csrf_token": alice.csrf})
+    assert resp.status_code == 429
+    assert "Too many requests" in resp.get_data(as_text=True)
+    assert resp.headers["Retry-After"]
+    assert redis_state(app) == before
+
+
 def test_refused_calls_do_not_use_up_the_rate_limit(data_dir):
     app = make_app(data_dir, DEVEX_RATE_LIMIT_CREATE="1/minute")
     add_users(app)
@@ -195,3 +209,17 @@ def test_bad_rate_limit_setting_is_refused_at_start(data_dir):
     with pytest.raises(ConfigError):
         make_app(data_dir, DEVEX_RATE_LIMIT_CREATE="lots")
 
+
+
+# -- sessions when Redis is down -------------------------------------------------------------
+def test_redis_outage_is_503_not_500_and_healthz_stays_up(data_dir):
+    from tests.support.redis_server import free_port
+
+    app = make_app(data_dir, DEVEX_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    client.set_cookie("session", "some-session-id")
+    resp = client.get("/auth/me")
+    assert resp.status_code == 503 and resp.json["error"]["code"] == "unavailable"
+    resp = client.post("/api/repl/create", json=CREATE, headers={"X-CSRF-Token": "x"})
+    assert resp.status_code == 503

@@ -494,3 +494,20 @@ def test_sync_up_then_down_against_local_storage(tmp_path):
     again = run("sync-up", "--src", str(src), "--prefix", "alice/r1/")
     assert again["deleted"] == 1
     assert again["unchanged"] == 1
+
+
+def test_sync_with_bad_storage_configuration_exits_1(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "sync-down", "--prefix", "a/r1/", "--dest", str(tmp_path)],
+        cwd=REPO,
+        env=clean_env(DEVEX_STORAGE="s3", DEVEX_S3_SECRET_ACCESS_KEY="hunter2"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert "invalid storage configuration" in proc.stderr
+    assert "DEVEX_S3_BUCKET" in proc.stderr
+    assert "hunter2" not in proc.stderr
+    assert "Traceback" not in proc.stderr

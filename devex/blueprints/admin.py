@@ -30,11 +30,6 @@ def all_repls():
     wanted = request.args.get("status") or None
     if wanted is not None and wanted not in {s.value for s in Status}:
         raise InvalidInput(f"Unknown status {wanted!r}.", code="invalid_status")
-    store = devex().components.store
-    out = []
-    for repl_id in reversed(store.list_ids()):
-        repl = store.get(repl_id)
-        if repl is None or (wanted and repl.status.value != wanted):
-            continue
-        out.append({**repl.public(), "owner_id": repl.owner_id, "owner_login": repl.owner_login})
-    return {"repls": out}
+    repls = devex().repls.list_all(require_admin(), Status(wanted) if wanted else None)
+    return {"repls": [{**r.public(), "owner_id": r.owner_id, "owner_login": r.owner_login}
+                      for r in repls]}

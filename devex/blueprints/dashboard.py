@@ -16,8 +16,8 @@ from flask import Response, get_flashed_messages, redirect, render_template, req
 from devex import dashboard_helpers as h
 from devex.dashboard_helpers import STOP_POLLING, htmx, safe_next
 from devex.errors import DevexError, NotFound
-from devex.models import Repl
-from devex.security import check_csrf, csrf_token, current_actor, devex
+from devex.models import Repl, Status
+from devex.security import Forbidden, auth_ext, check_csrf, csrf_token, current_actor, devex
 
 bp = APIBlueprint("dashboard", __name__, enable_openapi=False)
 
@@ -45,6 +45,7 @@ def _authenticate():
 def _template_helpers():
     return {
         "actor": current_actor(),
+        "has_tokens": auth_ext() is not None,
         "auth_mode": devex().settings.auth_mode,
         "csrf_token": csrf_token,
         "h": h,
@@ -121,9 +122,7 @@ def _form_error(actor, form: dict, error: DevexError):
         body = render_template("_create_form.html", form=form, errors=errors, oob=False)
         headers = {**error.headers, "HX-Retarget": "#create-form", "HX-Reswap": "outerHTML"}
         return body, error.status, headers
-    page = render_template(
-        "repls.html", repls=devex().repls.list(actor), form=form, errors=errors
-    )
+    page = render_template("repls.html", repls=devex().repls.list(actor), form=form, errors=errors)
     return page, error.status, error.headers
 
 
@@ -213,3 +212,67 @@ def open_repl(repl_id: str):
     (the runner's page keeps it for the tab and removes it from the address bar)."""
     session = devex().repls.ide_session(current_actor(), repl_id)
     return redirect(f"{session['url']}?{urlencode({'token': session['token']})}", code=303)
+
+
+# -- personal tokens ---------------------------------------------------------------------
+
+
+def _token_service():
+    ext = auth_ext()
+    if ext is None:
+        raise NotFound("Personal tokens are not available here.")
+    return ext.tokens
+
+
+def _tokens_page(new=None, form_name: str = "", error: str | None = None, status: int = 200):
+    svc = _token_service()
+    page = render_template(
+        "tokens.html",
+        tokens=svc.list(current_actor().id),
+        now=svc.clock(),
+        new=new,
+        form_name=form_name,
+        error=error,
+    )
+    return page, status
+
+
+@bp.get("/tokens")
+def tokens():
+    return _tokens_page()
+
+
+@bp.post("/tokens")
+def create_token():
+    """Answers the page itself (no redirect): the plaintext is shown this once, never kept."""
+    svc = _token_service()
+    name = request.form.get("name", "")
+    try:
+        new = svc.create(current_actor().id, name)
+    except DevexError as error:
+        page, _ = _tokens_page(form_name=name, error=error.message)
+        return page, error.status, error.headers
+    page, _ = _tokens_page(new=new)
+    return page, 201, {"Cache-Control": "no-store"}
+
+
+@bp.post("/tokens/<token_id>/revoke")
+def revoke_token(token_id: str):
+    _token_service().revoke(current_actor().id, token_id)
+    if htmx():
+        return ""  # the row swaps itself out
+    return redirect(url_for("dashboard.tokens"), code=303)
+
+
+# -- administrators ----------------------------------------------------------------------
+
+LIVE = (Status.STARTING, Status.RUNNING, Status.STOPPING)
+
+
+@bp.get("/admin")
+def admin():
+    actor = current_actor()
+    if not actor.is_admin:
+        raise Forbidden("Only administrators may see this page.", code="admin_only")
+    live = [r for r in devex().repls.list_all(actor) if r.status in LIVE]
+    return render_template("admin.html", repls=live)

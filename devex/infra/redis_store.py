@@ -63,7 +63,9 @@ end
 return {'ok', status}
 """
 
-# KEYS: userRepls.  Returns every REPL hash of the user, newest first, in one round trip.
+# KEYS: a sorted set of REPL ids (userRepls or allRepls).  Returns every REPL hash, newest
+# first, in one round trip. (It reads replMeta keys it is not given: fine on one Redis
+# server, which is what Devex uses; a Redis Cluster would need hash tags.)
 _LIST = """
 local ids = redis.call('ZREVRANGE', KEYS[1], 0, -1)
 local out = {}
@@ -153,6 +155,10 @@ class ReplStore:
 
     def list_for_user(self, user_id: str) -> list[Repl]:
         rows = self._list(keys=[keys.user_repls(user_id)])
+        return [Repl.from_hash(_pairs_to_dict(row)) for row in rows if row]
+
+    def list_all(self) -> list[Repl]:
+        rows = self._list(keys=[keys.ALL_REPLS])
         return [Repl.from_hash(_pairs_to_dict(row)) for row in rows if row]
 
     def list_ids(self) -> list[str]:

@@ -65,14 +65,24 @@ class ReplService:
         self.store = components.store
 
     # -- reading ---------------------------------------------------------------------
-    def get(self, actor: Actor, repl_id: str) -> Repl:
+    def get(self, actor: Actor, repl_id: str, *, as_admin: bool = True) -> Repl:
+        """The REPL if ``actor`` may see it. Admins may read and stop anyone's REPL, but
+        not start, delete or enter it (``as_admin=False`` for those)."""
         repl = self.store.get(repl_id) if _plausible_id(repl_id) else None
-        if repl is None or (repl.owner_id != actor.id and not actor.is_admin):
+        admin_ok = as_admin and actor.is_admin
+        if repl is None or (repl.owner_id != actor.id and not admin_ok):
             raise NotFound("No such REPL.")  # another user's REPL looks exactly like none
         return repl
 
     def list(self, actor: Actor) -> list[Repl]:
         return self.store.list_for_user(actor.id)
+
+    def list_all(self, actor: Actor, status: Status | None = None) -> list[Repl]:
+        """Every user's REPLs, newest first: administrators only."""
+        if not actor.is_admin:
+            raise NotFound("No such page.")
+        repls = self.store.list_all()
+        return [r for r in repls if status is None or r.status == status]
 
     def events(self, actor: Actor, repl_id: str) -> list[Event]:
         self.get(actor, repl_id)
@@ -110,7 +120,7 @@ class ReplService:
         return Outcome(self.store.require(repl_id), job_id)
 
     def start(self, actor: Actor, repl_id: str) -> Outcome:
-        repl = self.get(actor, repl_id)
+        repl = self.get(actor, repl_id, as_admin=False)
         if repl.status in (Status.STARTING, Status.RUNNING):
             return Outcome(repl, None)
         if repl.status == Status.CREATING:
@@ -165,7 +175,7 @@ class ReplService:
         return Outcome(self.store.require(repl_id), job_id)
 
     def delete(self, actor: Actor, repl_id: str) -> Outcome:
-        repl = self.get(actor, repl_id)
+        repl = self.get(actor, repl_id, as_admin=False)
         if repl.status == Status.DELETING:
             return Outcome(repl, None)
         self.store.transition(
@@ -181,7 +191,7 @@ class ReplService:
 
     # -- IDE and runner ----------------------------------------------------------------
     def ide_session(self, actor: Actor, repl_id: str) -> dict:
-        repl = self.get(actor, repl_id)
+        repl = self.get(actor, repl_id, as_admin=False)
         if repl.status != Status.RUNNING or not repl.url:
             raise TransitionRefused(
                 f"The REPL is {repl.status.value}; start it first.", code="not_running"

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -104,7 +105,11 @@ class FakeGitHub:
         if self.token_error:
             # GitHub answers token errors with 200 and an error body.
             return _json({"error": self.token_error, "error_description": "refused"}, 200)
-        if form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET:
+        basic = request.authorization  # GitHub takes the client in the body or Basic auth
+        client = (basic.username, basic.password) if basic else (None, None)
+        if client == (None, None):
+            client = (form.get("client_id"), form.get("client_secret"))
+        if client != (CLIENT_ID, CLIENT_SECRET):
             return _json({"error": "incorrect_client_credentials"}, 200)
         grant = self.codes.pop(form.get("code", ""), None)
         if grant is None or grant["redirect_uri"] != form.get("redirect_uri"):
@@ -127,16 +132,18 @@ def _json(data, status: int) -> Response:
     return Response(json.dumps(data), status=status, mimetype="application/json")
 
 
-@pytest.fixture
-def fake_github(monkeypatch: pytest.MonkeyPatch):
-    # oauthlib insists on HTTPS; the fake speaks plain HTTP on loopback.
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+@contextmanager
+def serve_fake_github() -> Iterator[FakeGitHub]:
+    """Serve a fresh fake GitHub on a free loopback port while the block runs.
+    (oauthlib insists on HTTPS: callers set OAUTHLIB_INSECURE_TRANSPORT for the fake.)"""
     fake = FakeGitHub()
     server = make_server("127.0.0.1", 0, fake, threaded=True)
     fake.url = f"http://127.0.0.1:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield fake
-    server.shutdown()
-    thread.join(10)
-    server.server_close()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
