@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -107,30 +107,42 @@ def test_job_that_keeps_failing_leaves_repl_failed_with_reason(components):
     assert [e.kind for e in components.store.events(repl.id)] == ["retry", "retry", "failed"]
 
 
-def test_upload_failure_during_stop_keeps_files_and_a_later_stop_succeeds(app, api):
-    """The REPL goes ``failed`` with the reason, the workspace stays, and nothing is lost."""
-    ext = app.extensions["devex"]
-    repl_id = api.post("/api/repl/create", json={"name": "keep", "template": "python"}).json[
-        "repl"]["id"]
-    api.wait_status(repl_id, "running")
-    workspace = ext.settings.data_dir / "workspaces" / repl_id
-    (workspace / "precious.txt").write_text("do not lose me")
-
-    # Break the REPL's storage prefix: its folder becomes a file, so every upload fails.
-    prefix_dir = ext.settings.data_dir / "storage" / "local" / repl_id
+@contextmanager
+def uploads_failing(app, repl_id):
+    """Every upload to the REPL's prefix fails while inside: its folder becomes a file."""
+    prefix_dir = app.extensions["devex"].settings.data_dir / "storage" / "local" / repl_id
     aside = prefix_dir.with_name(repl_id + ".aside")
     prefix_dir.rename(aside)
     prefix_dir.write_text("in the way")
+    try:
+        yield
+    finally:
+        prefix_dir.unlink()
+        aside.rename(prefix_dir)
 
-    api.post(f"/api/repl/{repl_id}/stop")
-    failed = api.wait_status(repl_id, "failed")
+
+def start_python_repl(api, name):
+    repl_id = api.post("/api/repl/create", json={"name": name, "template": "python"}).json[
+        "repl"]["id"]
+    api.wait_status(repl_id, "running")
+    return repl_id
+
+
+def test_upload_failure_during_stop_keeps_files_and_a_later_stop_succeeds(app, api):
+    """The REPL goes ``failed`` with the reason, the workspace stays, and nothing is lost."""
+    ext = app.extensions["devex"]
+    repl_id = start_python_repl(api, "keep")
+    workspace = ext.settings.data_dir / "workspaces" / repl_id
+    (workspace / "precious.txt").write_text("do not lose me")
+
+    with uploads_failing(app, repl_id):
+        api.post(f"/api/repl/{repl_id}/stop")
+        failed = api.wait_status(repl_id, "failed")
     assert failed["error"].startswith("Stopping failed: files not saved")
     assert (workspace / "precious.txt").read_text() == "do not lose me"
     events = api.get(f"/api/repl/{repl_id}/events").json["events"]
     assert any("workspace is kept" in e["message"] for e in events)
 
-    prefix_dir.unlink()
-    aside.rename(prefix_dir)
     assert api.post(f"/api/repl/{repl_id}/stop").status_code == 202
     api.wait_status(repl_id, "stopped")
     storage = ext.components.storage
@@ -190,18 +202,12 @@ def test_listing_costs_one_round_trip_whatever_the_count(components):
 
 def test_workspace_left_by_failed_stop_is_reused_not_overwritten(app, api):
     ext = app.extensions["devex"]
-    repl_id = api.post("/api/repl/create", json={"name": "w", "template": "python"}).json[
-        "repl"]["id"]
-    api.wait_status(repl_id, "running")
+    repl_id = start_python_repl(api, "w")
     workspace = ext.settings.data_dir / "workspaces" / repl_id
     (workspace / "main.py").write_text("print('edited')\n")
-    prefix_dir = ext.settings.data_dir / "storage" / "local" / repl_id
-    shutil.move(prefix_dir, prefix_dir.with_name("moved"))
-    prefix_dir.write_text("blocked")
-    api.post(f"/api/repl/{repl_id}/stop")
-    api.wait_status(repl_id, "failed")
-    prefix_dir.unlink()
-    shutil.move(prefix_dir.with_name("moved"), prefix_dir)
+    with uploads_failing(app, repl_id):
+        api.post(f"/api/repl/{repl_id}/stop")
+        api.wait_status(repl_id, "failed")
     api.post(f"/api/repl/{repl_id}/start")  # retry from failed: reuse the kept workspace
     api.wait_status(repl_id, "running")
     assert (workspace / "main.py").read_text() == "print('edited')\n"
