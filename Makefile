@@ -18,7 +18,9 @@ $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(VENV)/.deps $@
 
+# Runners report activity to the core at DEVEX_CORE_URL (used for idle culling).
 run: $(VENV)/.deps
+	DEVEX_CORE_URL=$${DEVEX_CORE_URL:-http://$(HOST):$(PORT)} \
 	$(BIN)/flask --app devex run --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev-deps

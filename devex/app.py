@@ -11,7 +11,7 @@ from apiflask import APIFlask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from devex import errorhandlers
-from devex.auth_setup import init_auth
+from devex.auth import init_auth
 from devex.blueprints import api, auth, dashboard, health
 from devex.cli import devex_cli
 from devex.config import Settings

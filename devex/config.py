@@ -61,7 +61,8 @@ class Settings:
     runner_python: str = ""  # interpreter for local runner processes; empty: this one
     trusted_proxies: int = 0  # reverse proxies in front of the web (X-Forwarded-* trusted)
     core_url: str = ""  # how runners reach the core (heartbeats); empty: not reported
-    # --- auth, sessions, personal tokens, limits, CORS (devex/auth_setup.py) ---
+    heartbeat_seconds: float = 60.0  # how often runners report activity to the core
+    # --- auth, sessions, personal tokens, limits, CORS (devex/auth/) ---
     session_lifetime_hours: int = 168  # server-side session lifetime (7 days)
     github_recheck_seconds: int = 900  # re-check the GitHub token this often; 0: never
     github_timeout: int = 10  # seconds for every call to GitHub
@@ -169,6 +170,11 @@ def _coerce(name: str, raw: str, default: Any) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{PREFIX}{name.upper()} must be an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name.upper()} must be a number") from None
     if isinstance(default, tuple):
         return _split(raw)
     return raw

@@ -38,7 +38,7 @@ def devex():
 
 
 def auth_ext():
-    """Sessions, tokens and limits wired by ``devex.auth_setup`` (None if not wired)."""
+    """Sessions, tokens and limits wired by ``devex.auth`` (None if not wired)."""
     return current_app.extensions.get("devex_auth")
 
 

@@ -56,6 +56,9 @@ def reconcile() -> dict:
 def cull_idle() -> list[str]:
     """Stop (saving files) every running REPL idle for longer than ``DEVEX_IDLE_TIMEOUT``."""
     c = context.get()
+    if not c.settings.core_url:
+        # Runners report activity to DEVEX_CORE_URL; without it silence means nothing.
+        return []
     cutoff = time.time() - c.settings.idle_timeout
     service = ReplService(c)
     stopped = []

@@ -16,7 +16,7 @@ from rq import get_current_job
 from devex.errors import FilesNotSaved, LockBusy, RuntimeFailure, TransitionRefused
 from devex.infra.storage import StorageError
 from devex.infra.storage.seed import publish_templates, template_prefix
-from devex.models import Desired, Status
+from devex.models import Desired, Status, utcnow
 from jobs import context
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def _start(c, repl) -> str:
             allowed=[Status.STARTING],
             fields={
                 "url": result.url,
+                "last_activity_at": utcnow(),
                 "runtime": json.dumps(result.handle, sort_keys=True),
                 "error": None,
             },

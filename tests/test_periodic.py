@@ -48,7 +48,9 @@ def test_cull_idle_stops_idle_repls_saving_files(app, api, bound):
     api.wait_status(repl_id, "running")
     workspace = bound.settings.data_dir / "workspaces" / repl_id
     (workspace / "work.txt").write_text("kept")
-    bound.settings = replace(bound.settings, idle_timeout=3600)
+    bound.settings = replace(bound.settings, idle_timeout=-1)
+    assert periodic.cull_idle() == []  # runners report nowhere: silence proves nothing
+    bound.settings = replace(bound.settings, idle_timeout=3600, core_url="http://127.0.0.1:9/")
     assert periodic.cull_idle() == []  # just started: not idle
     bound.settings = replace(bound.settings, idle_timeout=-1)
     assert periodic.cull_idle() == [repl_id]
@@ -56,3 +58,40 @@ def test_cull_idle_stops_idle_repls_saving_files(app, api, bound):
     assert bound.storage.read(f"local/{repl_id}/work.txt") == b"kept"
     kinds = [e["kind"] for e in api.get(f"/api/repl/{repl_id}/events").json["events"]]
     assert "idle" in kinds
+
+
+def test_runner_heartbeats_record_activity(data_dir):
+    """A real runner reports to a real core over HTTP; activity moves last_activity_at."""
+    import threading
+
+    import requests
+    from werkzeug.serving import make_server
+
+    from devex import create_app
+    from tests.conftest import login_local
+    from tests.support.redis_server import free_port
+    from tests.support.waiting import wait_for
+
+    port = free_port()
+    app = create_app({"TESTING": True, "DEVEX_DATA_DIR": data_dir, "DEVEX_SECRET_KEY": "hb",
+                      "DEVEX_CORE_URL": f"http://127.0.0.1:{port}",
+                      "DEVEX_HEARTBEAT_SECONDS": "0.2"})
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = login_local(app.test_client())
+        repl_id = api.post("/api/repl/create", json={"name": "hb", "template": "bash"}).json[
+            "repl"]["id"]
+        started = api.wait_status(repl_id, "running")["last_activity_at"]
+        assert started  # starting counts as activity
+        session = api.post(f"/api/repl/{repl_id}/session").json
+        opened = api.repl(repl_id).json["last_activity_at"]
+        requests.get(session["url"] + "api/files", timeout=10,
+                     headers={"Authorization": f"Bearer {session['token']}"})
+        wait_for(lambda: api.repl(repl_id).json["last_activity_at"] > opened, 30,
+                 "a heartbeat reporting the file listing")
+        api.post(f"/api/repl/{repl_id}/stop")
+        api.wait_status(repl_id, "stopped")
+    finally:
+        server.shutdown()
+        app.extensions["devex"].worker.stop()

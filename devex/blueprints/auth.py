@@ -1,5 +1,5 @@
 """Login, logout and who-am-I. GitHub OAuth (``/auth/github``, ``/auth/github/authorized``)
-is flask-dance's blueprint, wired in ``devex.auth_setup``; the single local user exists only
+is flask-dance's blueprint, wired in ``devex.auth``; the single local user exists only
 while ``DEVEX_AUTH=local``. Logging out deletes the server-side session."""
 
 from __future__ import annotations

@@ -196,6 +196,7 @@ class ReplService:
             raise TransitionRefused(
                 f"The REPL is {repl.status.value}; start it first.", code="not_running"
             )
+        self.store.touch_activity(repl_id)  # opening the IDE is activity
         key = tokens.repl_key(self.c.settings.secret_key, repl_id)
         expires = datetime.now(UTC) + timedelta(seconds=IDE_TOKEN_TTL)
         return {

@@ -158,6 +158,7 @@ class LocalRuntime(Runtime):
         }
         if self.settings.core_url:
             env["RUNNER_CORE_URL"] = self.settings.core_url
+            env["RUNNER_HEARTBEAT_SECONDS"] = str(self.settings.heartbeat_seconds)
         log_path = self.records / f"{repl.id}.log"
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(

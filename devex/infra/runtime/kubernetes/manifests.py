@@ -140,6 +140,7 @@ def deployment(repl: Repl, template: Template, settings: Settings) -> dict:
             {"name": "RUNNER_KEY", "valueFrom": {"secretKeyRef": {
                 "name": n.secret, "key": names.RUNNER_KEY_ENTRY}}},
             {"name": "RUNNER_CORE_URL", "value": settings.core_url},
+            {"name": "RUNNER_HEARTBEAT_SECONDS", "value": str(settings.heartbeat_seconds)},
             {"name": "HOME", "value": "/tmp"},
         ],
         "volumeMounts": _mounts(),

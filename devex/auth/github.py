@@ -1,18 +1,10 @@
-"""Wires authentication into the app: server-side sessions (flask-session in Redis), GitHub
-OAuth2 (flask-dance, GitHub Enterprise hosts configurable), personal API tokens, rate limits
-on create/start (flask-limiter), CORS for the IDE frontend (flask-cors).
-
-``init_auth(app, settings, components)`` is called once by the app factory.
-"""
+"""GitHub OAuth2 login with flask-dance; GitHub Enterprise hosts come from settings."""
 
 from __future__ import annotations
 
 import hmac
 import logging
-import math
 import time
-from dataclasses import dataclass
-from datetime import timedelta
 
 import requests
 from apiflask import APIFlask
@@ -26,188 +18,23 @@ from flask import (
     session,
     url_for,
 )
-from flask_cors import CORS
 from flask_dance.consumer import oauth_authorized, oauth_error
 from flask_dance.consumer.requests import OAuth2Session
 from flask_dance.contrib.github import make_github_blueprint
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
-from flask_session import Session
-from flask_session.redis import RedisSessionInterface
-from limits import RateLimitItem, parse_many
 from oauthlib.oauth2 import InsecureTransportError, OAuth2Error, TokenExpiredError
-from redis import RedisError
 
 from devex import security
-from devex.config import ConfigError, Settings
+from devex.config import Settings
 from devex.errorhandlers import body
-from devex.errors import DevexError
-from devex.infra import keys
-from devex.infra.token_store import TokenStore
 from devex.models import User
-from devex.services.tokens import ApiTokenService
 
 log = logging.getLogger(__name__)
 
 TOKEN_KEY = "github_oauth_token"  # where flask-dance keeps the GitHub token (server-side)
 STATE_KEY = "github_oauth_state"
 CHECKED_KEY = "gh_checked"  # epoch of the last successful check of the GitHub token
-RATE_LIMITED = {
-    "api.create": "rate_limit_create",
-    "api.start": "rate_limit_start",
-    "dashboard.create": "rate_limit_create",
-    "dashboard.start": "rate_limit_start",
-}
 
 
-@dataclass
-class AuthExtension:
-    """What ``app.extensions['devex_auth']`` holds."""
-
-    tokens: ApiTokenService
-    limiter: Limiter
-    settings: Settings
-
-
-def init_auth(app: APIFlask, settings: Settings, components) -> AuthExtension:
-    _init_sessions(app, settings, components)
-    limiter = _init_limiter(app, settings)
-    ext = AuthExtension(
-        tokens=ApiTokenService(
-            TokenStore(components.redis), per_user=settings.api_tokens_per_user
-        ),
-        limiter=limiter,
-        settings=settings,
-    )
-    app.extensions["devex_auth"] = ext
-    if settings.auth_mode == "github":
-        _init_github(app, settings)
-
-    from devex.blueprints import admin, tokens
-
-    app.register_blueprint(tokens.bp)
-    app.register_blueprint(admin.bp)
-    _init_cors(app, settings)
-    return ext
-
-
-# -- sessions ------------------------------------------------------------------------------
-def _init_sessions(app: APIFlask, settings: Settings, components) -> None:
-    """Sessions live in Redis (the in-process one in embedded mode); the cookie holds only a
-    random id. Cookie flags (Secure in github mode, HttpOnly, SameSite=Lax) come from the
-    factory's ``SESSION_COOKIE_*`` settings."""
-    app.config.update(
-        SESSION_TYPE="redis",
-        SESSION_REDIS=components.redis,
-        SESSION_KEY_PREFIX=keys.SESSION_PREFIX,
-        SESSION_PERMANENT=True,
-        SESSION_USE_SIGNER=False,  # the id is 256 random bits; signing is deprecated upstream
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_lifetime_hours),
-    )
-    Session(app)
-    app.session_interface = _SessionsSurviveRedisOutage(
-        app, client=components.redis, key_prefix=keys.SESSION_PREFIX, use_signer=False
-    )
-
-
-class _SessionsSurviveRedisOutage(RedisSessionInterface):
-    """The session is opened for every request, before any view or error handler: a Redis
-    outage there would be a 500 on everything, ``/healthz`` included. Instead the request
-    gets an empty session marked ``store_down``; ``security.current_actor`` answers 503 to
-    a caller who sent a session cookie, and nothing is saved."""
-
-    def open_session(self, app, request):
-        try:
-            return super().open_session(app, request)
-        except RedisError as exc:
-            log.error("Session store unavailable: %s", exc)
-            fresh = self.session_class(sid=self._generate_sid(self.sid_length))
-            fresh.store_down = True
-            return fresh
-
-    def save_session(self, app, session, response) -> None:
-        if getattr(session, "store_down", False):
-            return
-        try:
-            super().save_session(app, session, response)
-        except RedisError as exc:
-            log.error("Session store unavailable, session not saved: %s", exc)
-
-
-# -- rate limits ---------------------------------------------------------------------------
-class RateLimited(DevexError):
-    status = 429
-    code = "rate_limited"
-
-
-def _init_limiter(app: APIFlask, settings: Settings) -> Limiter:
-    """flask-limiter's storage (Redis in cluster mode, memory when embedded) and strategy,
-    checked per user for the endpoints in ``RATE_LIMITED``. The check runs as an app hook
-    (the REPL views are registered after this), after authentication and CSRF, and before
-    the view parses or changes anything."""
-    storage = settings.rate_limit_storage_url or settings.redis_url or "memory://"
-    # endpoint -> (bucket, limits): the API and the dashboard share one bucket per action.
-    limits: dict[str, tuple[str, list[RateLimitItem]]] = {}
-    for endpoint, name in RATE_LIMITED.items():
-        value = getattr(settings, name)
-        if value:
-            try:
-                limits[endpoint] = (name, parse_many(value))
-            except ValueError as exc:
-                raise ConfigError(f"DEVEX_{name.upper()}: {exc}") from None
-    limiter = Limiter(
-        get_remote_address,
-        storage_uri=storage,
-        storage_options={"socket_timeout": 5} if storage.startswith("redis") else {},
-        key_prefix=keys.RATE_LIMIT_PREFIX,
-        strategy="moving-window",
-    )
-    limiter.init_app(app)
-
-    @app.before_request
-    def _rate_limit():
-        bucket, items = limits.get(request.endpoint or "", ("", []))
-        if not items or request.method == "OPTIONS":
-            return None
-        actor = security.require_actor()  # 401/403 first: refused calls cost nothing
-        for item in items:
-            parts = (keys.RATE_LIMIT_PREFIX, f"user:{actor.id}", bucket)
-            if not limiter.limiter.hit(item, *parts):
-                reset = limiter.limiter.get_window_stats(item, *parts).reset_time
-                wait = max(1, math.ceil(reset - time.time()))
-                raise RateLimited(
-                    f"Too many requests: at most {item}. Try again in {wait} seconds.",
-                    headers={"Retry-After": str(wait)},
-                )
-        return None
-
-    return limiter
-
-
-# -- CORS ----------------------------------------------------------------------------------
-def _init_cors(app: APIFlask, settings: Settings) -> None:
-    @app.before_request
-    def _preflight():
-        # A CORS preflight carries no credentials: answer it before any login check.
-        if request.method == "OPTIONS" and request.path.startswith("/api/"):
-            return app.make_default_options_response()
-        return None
-
-    if not settings.cors_origins:
-        return
-    CORS(
-        app,
-        resources={r"/api/*": {}, r"/auth/me": {}},
-        origins=list(settings.cors_origins),
-        supports_credentials=True,
-        allow_headers=["Content-Type", "Authorization", security.CSRF_HEADER],
-        expose_headers=["Retry-After"],
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        max_age=600,
-    )
-
-
-# -- GitHub OAuth2 -------------------------------------------------------------------------
 class _GitHubSession(OAuth2Session):
     """GitHub answers the granted scopes comma-separated (and may grant more than asked,
     e.g. scopes granted earlier); oauthlib calls that a scope change and raises. The
@@ -226,7 +53,7 @@ class _GitHubSession(OAuth2Session):
             return self.token
 
 
-def _init_github(app: APIFlask, settings: Settings) -> None:
+def init_github(app: APIFlask, settings: Settings) -> None:
     web = settings.github_url.rstrip("/")
     scope = ["read:user", "read:org"] if settings.github_allowed_orgs else ["read:user"]
     bp = make_github_blueprint(

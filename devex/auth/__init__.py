@@ -1,0 +1,50 @@
+"""Wires authentication into the app: server-side sessions (flask-session in Redis), GitHub
+OAuth2 (flask-dance, GitHub Enterprise hosts configurable), personal API tokens, rate limits
+on create/start (flask-limiter), CORS for the IDE frontend (flask-cors).
+
+``init_auth(app, settings, components)`` is called once by the app factory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from apiflask import APIFlask
+from flask_limiter import Limiter
+
+from devex.auth.cors import init_cors
+from devex.auth.github import init_github
+from devex.auth.limits import init_limiter
+from devex.auth.sessions import init_sessions
+from devex.config import Settings
+from devex.infra.token_store import TokenStore
+from devex.services.tokens import ApiTokenService
+
+
+@dataclass
+class AuthExtension:
+    """What ``app.extensions['devex_auth']`` holds."""
+
+    tokens: ApiTokenService
+    limiter: Limiter
+    settings: Settings
+
+
+def init_auth(app: APIFlask, settings: Settings, components) -> AuthExtension:
+    init_sessions(app, settings, components)
+    limiter = init_limiter(app, settings)
+    ext = AuthExtension(
+        tokens=ApiTokenService(TokenStore(components.redis), per_user=settings.api_tokens_per_user),
+        limiter=limiter,
+        settings=settings,
+    )
+    app.extensions["devex_auth"] = ext
+    if settings.auth_mode == "github":
+        init_github(app, settings)
+
+    from devex.blueprints import admin, tokens
+
+    app.register_blueprint(tokens.bp)
+    app.register_blueprint(admin.bp)
+    init_cors(app, settings)
+    return ext

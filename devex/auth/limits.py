@@ -1,0 +1,73 @@
+"""Per-user rate limits on create and start (flask-limiter's storage and strategy)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from apiflask import APIFlask
+from flask import request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
+
+from devex import security
+from devex.config import ConfigError, Settings
+from devex.errors import DevexError
+from devex.infra import keys
+
+RATE_LIMITED = {
+    "api.create": "rate_limit_create",
+    "api.start": "rate_limit_start",
+    "dashboard.create": "rate_limit_create",
+    "dashboard.start": "rate_limit_start",
+}
+
+
+class RateLimited(DevexError):
+    status = 429
+    code = "rate_limited"
+
+
+def init_limiter(app: APIFlask, settings: Settings) -> Limiter:
+    """flask-limiter's storage (Redis in cluster mode, memory when embedded) and strategy,
+    checked per user for the endpoints in ``RATE_LIMITED``. The check runs as an app hook
+    (the REPL views are registered after this), after authentication and CSRF, and before
+    the view parses or changes anything."""
+    storage = settings.rate_limit_storage_url or settings.redis_url or "memory://"
+    # endpoint -> (bucket, limits): the API and the dashboard share one bucket per action.
+    limits: dict[str, tuple[str, list[RateLimitItem]]] = {}
+    for endpoint, name in RATE_LIMITED.items():
+        value = getattr(settings, name)
+        if value:
+            try:
+                limits[endpoint] = (name, parse_many(value))
+            except ValueError as exc:
+                raise ConfigError(f"DEVEX_{name.upper()}: {exc}") from None
+    limiter = Limiter(
+        get_remote_address,
+        storage_uri=storage,
+        storage_options={"socket_timeout": 5} if storage.startswith("redis") else {},
+        key_prefix=keys.RATE_LIMIT_PREFIX,
+        strategy="moving-window",
+    )
+    limiter.init_app(app)
+
+    @app.before_request
+    def _rate_limit():
+        bucket, items = limits.get(request.endpoint or "", ("", []))
+        if not items or request.method == "OPTIONS":
+            return None
+        actor = security.require_actor()  # 401/403 first: refused calls cost nothing
+        for item in items:
+            parts = (keys.RATE_LIMIT_PREFIX, f"user:{actor.id}", bucket)
+            if not limiter.limiter.hit(item, *parts):
+                reset = limiter.limiter.get_window_stats(item, *parts).reset_time
+                wait = max(1, math.ceil(reset - time.time()))
+                raise RateLimited(
+                    f"Too many requests: at most {item}. Try again in {wait} seconds.",
+                    headers={"Retry-After": str(wait)},
+                )
+        return None
+
+    return limiter

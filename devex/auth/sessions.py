@@ -1,0 +1,58 @@
+"""Server-side sessions: flask-session in Redis (the in-process one when embedded)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from apiflask import APIFlask
+from flask_session import Session
+from flask_session.redis import RedisSessionInterface
+from redis import RedisError
+
+from devex.config import Settings
+from devex.infra import keys
+
+log = logging.getLogger(__name__)
+
+
+def init_sessions(app: APIFlask, settings: Settings, components) -> None:
+    """Sessions live in Redis (the in-process one in embedded mode); the cookie holds only a
+    random id. Cookie flags (Secure in github mode, HttpOnly, SameSite=Lax) come from the
+    factory's ``SESSION_COOKIE_*`` settings."""
+    app.config.update(
+        SESSION_TYPE="redis",
+        SESSION_REDIS=components.redis,
+        SESSION_KEY_PREFIX=keys.SESSION_PREFIX,
+        SESSION_PERMANENT=True,
+        SESSION_USE_SIGNER=False,  # the id is 256 random bits; signing is deprecated upstream
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_lifetime_hours),
+    )
+    Session(app)
+    app.session_interface = _SessionsSurviveRedisOutage(
+        app, client=components.redis, key_prefix=keys.SESSION_PREFIX, use_signer=False
+    )
+
+
+class _SessionsSurviveRedisOutage(RedisSessionInterface):
+    """The session is opened for every request, before any view or error handler: a Redis
+    outage there would be a 500 on everything, ``/healthz`` included. Instead the request
+    gets an empty session marked ``store_down``; ``security.current_actor`` answers 503 to
+    a caller who sent a session cookie, and nothing is saved."""
+
+    def open_session(self, app, request):
+        try:
+            return super().open_session(app, request)
+        except RedisError as exc:
+            log.error("Session store unavailable: %s", exc)
+            fresh = self.session_class(sid=self._generate_sid(self.sid_length))
+            fresh.store_down = True
+            return fresh
+
+    def save_session(self, app, session, response) -> None:
+        if getattr(session, "store_down", False):
+            return
+        try:
+            super().save_session(app, session, response)
+        except RedisError as exc:
+            log.error("Session store unavailable, session not saved: %s", exc)
