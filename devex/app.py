@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from datetime import timedelta
@@ -16,6 +17,7 @@ from devex.blueprints import api, auth, dashboard, health
 from devex.cli import devex_cli
 from devex.config import Settings
 from devex.extension import DevexExtension
+from devex.infra.embedded_state import Snapshotter
 from devex.infra.embedded_worker import EmbeddedWorker
 from devex.services.repls import ReplService
 from devex.wiring import build
@@ -66,7 +68,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         app.register_blueprint(blueprint)
     app.cli.add_command(devex_cli)
 
+    snapshot = None
+    if settings.embedded:
+        # The in-process Redis survives restarts through a snapshot in the data dir.
+        snapshot = Snapshotter(components.redis, settings.data_dir / "state.json")
+        if snapshot.restore():
+            resumed = ext.repls.resume_interrupted()
+            log.info("embedded state restored; %d interrupted jobs resumed", len(resumed))
+        atexit.register(snapshot.save)
     if settings.run_embedded_worker:
-        ext.worker = EmbeddedWorker(components.jobs, components)
+        ext.worker = EmbeddedWorker(
+            components.jobs, components, after_each=snapshot.save if snapshot else None
+        )
         ext.worker.start()
     return app

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
-from devex.errors import FilesNotSaved, LockBusy, TransitionRefused
-from devex.models import Repl, Status
+from devex.errors import LockBusy, TransitionRefused
+from devex.models import Status
 from devex.services.repls import Actor, ReplService
 from jobs import context
 
@@ -20,19 +20,18 @@ SYSTEM = Actor(id="system", login="system", is_admin=True)
 
 
 def reconcile() -> dict:
-    """Tear down runtime objects no REPL owns; mark REPLs ``failed`` whose runner vanished."""
+    """Report runtime objects no REPL owns; mark REPLs ``failed`` whose runner vanished.
+
+    Orphans are reported, never removed: without a record there is no storage prefix to
+    save their files to, and removing them could throw away someone's unsaved work (for
+    example after Redis lost its data). An operator decides; ``docs/`` says how.
+    """
     c = context.get()
-    orphans, vanished = [], []
+    vanished = []
     known = set(c.store.list_ids())
-    for repl_id in sorted({obj.repl_id for obj in c.runtime.list_managed()} - known):
-        # No record at all (deleted, or a crash between steps): nothing left to save for.
-        ghost = Repl(id=repl_id, name=repl_id, template="", owner_id="", owner_login="",
-                     storage_prefix="")
-        try:
-            c.runtime.stop(ghost, lambda kind, msg: None, save=False)
-            orphans.append(repl_id)
-        except FilesNotSaved as exc:  # pragma: no cover - save=False never saves
-            log.warning("orphan %s not removed: %s", repl_id, exc)
+    orphans = sorted({obj.repl_id for obj in c.runtime.list_managed()} - known)
+    for repl_id in orphans:
+        log.warning("runtime objects of REPL %s have no record in Redis", repl_id)
     for repl_id in known:
         repl = c.store.get(repl_id)
         if repl is None or repl.status != Status.RUNNING:

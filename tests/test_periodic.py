@@ -34,12 +34,12 @@ def test_reconcile_marks_a_vanished_runner_failed_and_start_recovers(app, api, b
     api.wait_status(repl_id, "running")
 
 
-def test_reconcile_removes_runtime_objects_without_a_repl(app, bound):
+def test_reconcile_reports_runtime_objects_without_a_repl_and_keeps_them(app, bound):
     orphan = bound.settings.data_dir / "workspaces" / "0123456789ab"
     orphan.mkdir(parents=True)
     (orphan / "f.txt").write_text("x")
     assert periodic.reconcile()["orphans"] == ["0123456789ab"]
-    assert not orphan.exists()
+    assert (orphan / "f.txt").read_text() == "x"  # maybe someone's unsaved work
 
 
 def test_cull_idle_stops_idle_repls_saving_files(app, api, bound):

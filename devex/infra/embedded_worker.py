@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from rq import SimpleWorker
 from rq.registry import ScheduledJobRegistry
@@ -28,9 +29,10 @@ class _ThreadWorker(SimpleWorker):
 
 
 class EmbeddedWorker:
-    def __init__(self, jobs: JobQueue, components):
+    def __init__(self, jobs: JobQueue, components, after_each: Callable[[], object] | None = None):
         self.jobs = jobs
         self.components = components
+        self.after_each = after_each  # e.g. snapshot the in-process Redis
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="devex-worker", daemon=True)
 
@@ -41,6 +43,8 @@ class EmbeddedWorker:
         self._stop.set()
         self.jobs.wakeup.set()
         self._thread.join(timeout)
+        if self.after_each is not None:
+            self.after_each()
 
     def _run(self) -> None:
         from jobs import context
@@ -64,5 +68,7 @@ class EmbeddedWorker:
                     queue.enqueue_job(job)
             if queue.count:
                 worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+            if self.after_each is not None:
+                self.after_each()
             # Woken at once by an enqueue; the timeout only serves scheduled retries.
             self.jobs.wakeup.wait(timeout=1.0)

@@ -189,6 +189,23 @@ class ReplService:
             self.store.require(repl_id), self.c.jobs.enqueue("jobs.repl.delete", repl_id)
         )
 
+    def resume_interrupted(self) -> list[str]:
+        """Enqueue again the job of every REPL caught mid-change (after a restart that lost
+        the queue); the jobs are safe to run twice."""
+        jobs = {
+            Status.CREATING: "jobs.repl.create",
+            Status.STARTING: "jobs.repl.start",
+            Status.STOPPING: "jobs.repl.stop",
+            Status.DELETING: "jobs.repl.delete",
+        }
+        resumed = []
+        for repl in self.store.list_all():
+            if repl.status in jobs:
+                self.store.add_event(repl.id, "resume", "Resuming after a restart.")
+                self.c.jobs.enqueue(jobs[repl.status], repl.id)
+                resumed.append(repl.id)
+        return resumed
+
     # -- IDE and runner ----------------------------------------------------------------
     def ide_session(self, actor: Actor, repl_id: str) -> dict:
         repl = self.get(actor, repl_id, as_admin=False)
