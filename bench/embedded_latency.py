@@ -13,8 +13,14 @@ COUNT = 20
 
 def run() -> dict:
     data_dir = tempfile.mkdtemp()
-    app = create_app({"DEVEX_DATA_DIR": data_dir, "DEVEX_SECRET_KEY": "bench",
-                      "DEVEX_QUOTA_RUNNING": str(COUNT), "DEVEX_QUOTA_REPLS": str(COUNT)})
+    app = create_app(
+        {
+            "DEVEX_DATA_DIR": data_dir,
+            "DEVEX_SECRET_KEY": "bench",
+            "DEVEX_QUOTA_RUNNING": str(COUNT),
+            "DEVEX_QUOTA_REPLS": str(COUNT),
+        }
+    )
     client = app.test_client()
     csrf = client.post("/auth/local").json["csrf_token"]
     h = {"X-CSRF-Token": csrf}
@@ -23,8 +29,9 @@ def run() -> dict:
     try:
         for i in range(COUNT):
             t0 = time.perf_counter()
-            r = client.post("/api/repl/create", json={"name": f"b{i}", "template": "python"},
-                            headers=h)
+            r = client.post(
+                "/api/repl/create", json={"name": f"b{i}", "template": "python"}, headers=h
+            )
             repl_id = r.json["repl"]["id"]
             ids.append(repl_id)
             deadline = time.monotonic() + 60
@@ -41,5 +48,10 @@ def run() -> dict:
             time.sleep(0.05)
         app.extensions["devex"].worker.stop()
     q = statistics.quantiles(latencies, n=20)
-    return {"embedded_create_to_running_s": {"p50": round(statistics.median(latencies), 3),
-                                             "p95": round(q[18], 3), "n": COUNT}}
+    return {
+        "embedded_create_to_running_s": {
+            "p50": round(statistics.median(latencies), 3),
+            "p95": round(q[18], 3),
+            "n": COUNT,
+        }
+    }

@@ -34,9 +34,18 @@ def run(redis_url: str) -> dict:
         owner = f"u{n}"
         for i in range(n):
             now = utcnow()
-            store.create(Repl(id=f"{i:012x}", name=f"r{i}", template="bash", owner_id=owner,
-                              owner_login="bench", storage_prefix=f"bench/{i:012x}/",
-                              created_at=now, updated_at=now))
+            store.create(
+                Repl(
+                    id=f"{i:012x}",
+                    name=f"r{i}",
+                    template="bash",
+                    owner_id=owner,
+                    owner_login="bench",
+                    storage_prefix=f"bench/{i:012x}/",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
         store.list_for_user(owner)  # loads the script once
         listed: list = []
         trips = count_calls(lambda s=store, o=owner, out=listed: out.append(s.list_for_user(o)))

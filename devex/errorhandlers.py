@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from apiflask import APIFlask, HTTPError
+from flask import render_template, request
 from redis import RedisError
 
 from devex.errors import DevexError
@@ -43,6 +44,14 @@ def _validation_message(detail: dict) -> str:
     return "; ".join(parts) or "Invalid input."
 
 
+def _wants_page() -> bool:
+    """A person's browser on a page URL gets a page; API clients always get JSON."""
+    if request.path.startswith(("/api/", "/auth/")):
+        return False
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"
+
+
 def register(app: APIFlask) -> None:
     app.config["HTTP_ERROR_SCHEMA"] = {
         "properties": {
@@ -68,6 +77,9 @@ def register(app: APIFlask) -> None:
             message = f"The request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes."
         else:
             message = error.message
+        if _wants_page():
+            page = render_template("error.html", status=status, message=message)
+            return page, status, error.headers
         return body(CODES.get(status, "error"), message), status, error.headers
 
     @app.errorhandler(DevexError)

@@ -566,3 +566,11 @@ def test_admin_sees_every_running_repl_and_can_stop_it(data_dir):
     r = web.post(f"/repls/{running.id}/stop", data={"csrf_token": token, "next": "/admin"})
     assert r.status_code == 303 and r.headers["Location"] == "/admin"
     assert status_of(app, running.id) == Status.STOPPING
+
+
+def test_unknown_page_is_a_readable_page_for_browsers_and_json_for_api(client):
+    page = client.get("/no-such-page", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert page.status_code == 404 and page.mimetype == "text/html"
+    assert "Not found" in page.get_data(as_text=True)
+    api = client.get("/api/no-such-thing", headers={"Accept": "text/html"})
+    assert api.status_code == 404 and api.json["error"]["code"] == "not_found"

@@ -41,7 +41,7 @@ def _authenticate():
     return None
 
 
-@bp.context_processor
+@bp.app_context_processor  # also for error pages rendered outside the blueprint
 def _template_helpers():
     return {
         "actor": current_actor(),
