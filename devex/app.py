@@ -46,7 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         PERMANENT_SESSION_LIFETIME=timedelta(days=7),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.auth_mode == "github",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
         VALIDATION_ERROR_STATUS_CODE=400,
         AUTO_404_RESPONSE=True,
         DOCS_FAVICON=None,

@@ -7,12 +7,14 @@ Nothing here runs at import time: ``Settings.from_env`` is called by ``create_ap
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 PREFIX = "DEVEX_"
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
 class ConfigError(ValueError):
@@ -50,7 +52,7 @@ class Settings:
     templates_dir: Path = Path(__file__).resolve().parent.parent / "repl_templates"
     queue_name: str = "devex"
     embedded_worker: bool | None = None  # None: on exactly when Redis is in-process
-    job_retry_intervals: tuple[int, ...] = (0, 0, 0)  # seconds between retries, one per retry
+    job_retry_intervals: tuple[int, ...] = (2, 10, 30)  # seconds before each retry
     start_timeout: int = 60  # seconds a runner gets to become ready
     lock_wait: int = 300  # seconds a job waits for another job on the same REPL
     idle_timeout: int = 3600  # seconds without activity before a running REPL is stopped
@@ -88,6 +90,12 @@ class Settings:
     k8s_workspace_size: str = "2Gi"  # emptyDir sizeLimit of the workspace
     k8s_read_only_root: bool = True  # readOnlyRootFilesystem (HOME and /tmp are emptyDirs)
     k8s_image_pull_secret: str = ""
+    # Extra egress for the sync containers' S3 when it lies in a denied private range
+    # (in-cluster MinIO, a private VPC endpoint); the REPL's own code can reach it too.
+    k8s_storage_egress: str = ""  # comma-separated CIDRs, e.g. "10.20.0.0/16,fd00:20::/64"
+    k8s_storage_namespace_labels: str = ""  # "k=v,k=v": namespaces of in-cluster storage
+    k8s_storage_pod_labels: str = ""  # "k=v,k=v": its pods (needs the namespace labels)
+    k8s_storage_ports: str = ""  # comma-separated TCP ports of that egress; empty: any
     # --- end kubernetes ---
 
     @property
@@ -95,6 +103,14 @@ class Settings:
         if self.auth:
             return self.auth
         return "github" if self.github_client_id else "local"
+
+    def is_admin(self, login: str) -> bool:
+        return login.lower() in {a.lower() for a in self.admins}
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies only over HTTPS, except for a laptop's plain-HTTP local login."""
+        return self.auth_mode == "github" or self.runtime == "kubernetes"
 
     @property
     def embedded(self) -> bool:
@@ -137,6 +153,20 @@ class Settings:
                 )
             if not self.secret_key:
                 raise ConfigError("DEVEX_AUTH=github needs DEVEX_SECRET_KEY")
+        if self.runtime == "kubernetes":
+            if self.storage != "s3":
+                raise ConfigError("DEVEX_RUNTIME=kubernetes needs DEVEX_STORAGE=s3: pods "
+                                  "fetch and save their files through object storage")
+            if not self.secret_key:
+                raise ConfigError("DEVEX_RUNTIME=kubernetes needs DEVEX_SECRET_KEY, the same "
+                                  "for every web and worker process")
+            if self.auth_mode == "local" and not self.auth:  # never local just by default
+                raise ConfigError("DEVEX_RUNTIME=kubernetes needs DEVEX_AUTH=github (or, for "
+                                  "a trial, DEVEX_AUTH=local set explicitly)")
+        for origin in self.cors_origins:
+            if not ORIGIN.match(origin):
+                raise ConfigError(f"DEVEX_CORS_ORIGINS: {origin!r} is not an origin like "
+                                  "https://ide.example.com (no '*', path or trailing slash)")
 
     def with_secret(self) -> Settings:
         """Fill in the secret key for embedded use: generated once, kept in the data dir."""

@@ -98,10 +98,17 @@ def badge_tone(repl: Repl) -> str:
     return "busy" if is_transitional(repl) else BADGE_TONE.get(repl.status, "idle")
 
 
-def actions_for(repl: Repl) -> tuple[str, ...]:
+# What an administrator may do to another user's REPL (the service answers 404 to the rest).
+ADMIN_ACTIONS = frozenset({"stop"})
+
+
+def actions_for(repl: Repl, actor=None) -> tuple[str, ...]:
+    """The actions to offer ``actor`` (None: the owner) for ``repl`` in its status."""
     actions = ACTIONS.get(repl.status, ())
     if "open" in actions and not repl.url:
         actions = tuple(a for a in actions if a != "open")
+    if actor is not None and actor.id != repl.owner_id:
+        actions = tuple(a for a in actions if a in ADMIN_ACTIONS)
     return actions
 
 
@@ -120,6 +127,26 @@ def action_endpoint(action: str) -> str:
 def confirm_text(action: str, repl: Repl) -> str | None:
     template = CONFIRM.get(action)
     return template.format(name=repl.name) if template else None
+
+
+# -- login errors -----------------------------------------------------------------------
+
+# The OAuth callback sends browsers to ``/login?error=<code>``; the page shows only these
+# fixed texts, never what the query string says.
+LOGIN_ERRORS = {
+    "login_failed": "GitHub did not confirm the sign-in. Please try again.",
+    "login_denied": "The sign-in was cancelled on GitHub.",
+    "not_allowed": "This GitHub account may not use this Devex. "
+    "Ask an administrator to be added.",
+    "unavailable": "GitHub cannot be reached right now; try again shortly.",
+}
+LOGIN_ERROR_UNKNOWN = "Signing in did not work. Please try again."
+
+
+def login_error_message(code: str | None) -> str | None:
+    if not code:
+        return None
+    return LOGIN_ERRORS.get(code, LOGIN_ERROR_UNKNOWN)
 
 
 # -- time ----------------------------------------------------------------------------------
@@ -158,9 +185,3 @@ def exact_time(value: str | None) -> str:
     when = parse_time(value)
     return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
 
-
-def safe_next(target: str | None, default: str = "/") -> str:
-    """Only a local path: never an open redirect."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default

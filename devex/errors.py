@@ -20,6 +20,16 @@ class InvalidInput(DevexError):
     code = "invalid_input"
 
 
+class Unauthorized(DevexError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(DevexError):
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(DevexError):
     status = 404
     code = "not_found"
@@ -58,4 +68,10 @@ class FilesNotSaved(Exception):
 
 
 class RuntimeFailure(Exception):
-    """The runtime could not bring a REPL up; the message is for people."""
+    """The runtime could not bring a REPL up; the message is for people. Final: retrying
+    would fail the same way."""
+
+
+class RuntimeUnavailable(Exception):
+    """The runtime's API failed in a way that may pass (5xx, 429, timeout, connection):
+    the job is retried."""

@@ -98,8 +98,7 @@ class Repl:
             "template": self.template,
             "status": self.status.value,
             "desired": self.desired.value,
-            # A failed stop keeps the runner reachable, so its URL stays visible.
-            "url": self.url if self.status in (Status.RUNNING, Status.FAILED) else None,
+            "url": self.url if self.status == Status.RUNNING else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "last_activity_at": self.last_activity_at,

@@ -9,18 +9,6 @@ from marshmallow import EXCLUDE
 
 from devex.models import Desired, Status
 
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }
-    },
-}
-
 
 class ReplOut(Schema):
     id = String(required=True)

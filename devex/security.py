@@ -13,23 +13,13 @@ import secrets
 
 from flask import current_app, g, request, session
 
-from devex.errors import DevexError, Unavailable
+from devex.errors import Forbidden, Unauthorized, Unavailable
 from devex.services.repls import Actor
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 SESSION = "session"
 BEARER = "bearer"
-
-
-class Unauthorized(DevexError):
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(DevexError):
-    status = 403
-    code = "forbidden"
 
 
 def devex():
@@ -91,8 +81,7 @@ def _actor_for(user_id: str) -> Actor | None:
     user = devex().components.store.get_user(user_id)
     if user is None:
         return None
-    admins = {a.lower() for a in devex().settings.admins}
-    return Actor(id=user.id, login=user.login, is_admin=user.login.lower() in admins)
+    return Actor(id=user.id, login=user.login, is_admin=devex().settings.is_admin(user.login))
 
 
 def current_actor() -> Actor | None:

@@ -12,15 +12,18 @@ import time
 
 from devex.errors import LockBusy, TransitionRefused
 from devex.models import Status
-from devex.services.repls import Actor, ReplService
+from devex.services.repls import ReplService
 from jobs import context
 
 log = logging.getLogger(__name__)
-SYSTEM = Actor(id="system", login="system", is_admin=True)
+# A REPL mid-change that has not moved for this long lost its job (worker killed, failed
+# enqueue, restart): reconcile enqueues it again. Longer than any job holds its lock for.
+STUCK_AFTER = 600
 
 
 def reconcile() -> dict:
-    """Report runtime objects no REPL owns; mark REPLs ``failed`` whose runner vanished.
+    """Report runtime objects no REPL owns; mark REPLs ``failed`` whose runner vanished;
+    enqueue again the job of REPLs stuck mid-change.
 
     Orphans are reported, never removed: without a record there is no storage prefix to
     save their files to, and removing them could throw away someone's unsaved work (for
@@ -40,16 +43,25 @@ def reconcile() -> dict:
             with c.store.lock(repl_id):
                 if c.runtime.is_running(repl):
                     continue
-                c.store.transition(repl_id, Status.FAILED, allowed=[Status.RUNNING],
-                                   fields={"error": "The runner stopped unexpectedly."})
-                c.store.add_event(repl_id, "failed", "The runner stopped unexpectedly; "
-                                  "start it again (files saved in the workspace are kept).")
+                c.store.transition(
+                    repl_id,
+                    Status.FAILED,
+                    allowed=[Status.RUNNING],
+                    fields={"error": "The runner stopped unexpectedly."},
+                )
+                c.store.add_event(
+                    repl_id,
+                    "failed",
+                    "The runner stopped unexpectedly; "
+                    "start it again (files saved in the workspace are kept).",
+                )
                 vanished.append(repl_id)
         except (LockBusy, TransitionRefused):
             continue  # a job is working on it: it reports for itself
-    if orphans or vanished:
-        log.info("reconcile: removed orphans %s, marked vanished %s", orphans, vanished)
-    return {"orphans": orphans, "vanished": vanished}
+    resumed = ReplService(c).resume_interrupted(quiet_for=STUCK_AFTER)
+    if orphans or vanished or resumed:
+        log.info("reconcile: orphans %s, vanished %s, resumed %s", orphans, vanished, resumed)
+    return {"orphans": orphans, "vanished": vanished, "resumed": resumed}
 
 
 def cull_idle() -> list[str]:
@@ -66,8 +78,7 @@ def cull_idle() -> list[str]:
         if repl is None or repl.status != Status.RUNNING:
             continue
         try:
-            c.store.add_event(repl_id, "idle", "No activity for the idle period; stopping.")
-            if service.stop(SYSTEM, repl_id).accepted:
+            if service.stop_idle(repl_id).accepted:
                 stopped.append(repl_id)
         except TransitionRefused:
             continue

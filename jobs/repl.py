@@ -13,7 +13,14 @@ from botocore.exceptions import BotoCoreError
 from redis import RedisError
 from rq import get_current_job
 
-from devex.errors import FilesNotSaved, LockBusy, RuntimeFailure, TransitionRefused
+from devex.errors import (
+    FilesNotSaved,
+    LockBusy,
+    NotFound,
+    RuntimeFailure,
+    RuntimeUnavailable,
+    TransitionRefused,
+)
 from devex.infra.storage import StorageError
 from devex.infra.storage.seed import publish_templates, template_prefix
 from devex.models import Desired, Status, utcnow
@@ -22,7 +29,10 @@ from jobs import context
 log = logging.getLogger(__name__)
 
 # Failures worth another try: the next attempt may well succeed.
-TRANSIENT = (StorageError, LockBusy, RedisError, BotoCoreError, FilesNotSaved, OSError)
+TRANSIENT = (StorageError, LockBusy, RedisError, BotoCoreError, RuntimeUnavailable, OSError)
+# Failures a retry would only repeat: the REPL shows the reason at once. (A failed save
+# is final too: the person sees "files not saved" now and decides — stop again or force.)
+FINAL = (RuntimeFailure, FilesNotSaved)
 
 
 def _final_attempt() -> bool:
@@ -30,31 +40,45 @@ def _final_attempt() -> bool:
     return job is None or not job.retries_left
 
 
-def _run(repl_id: str, expected: Status, work: Callable, what: str) -> str:
+def _run(
+    repl_id: str, expected: Status, work: Callable, what: str, also: tuple[Status, ...] = ()
+) -> str:
+    """Run ``work`` under the REPL's lock if the REPL is still ``expected``. On failure the
+    REPL becomes ``failed`` from ``expected`` or any status in ``also`` (the statuses the
+    job itself moves it through), so no failure leaves it stuck mid-change."""
     c = context.get()
+    owned = (expected, *also)
     try:
         with c.store.lock(repl_id, wait=c.settings.lock_wait):
             repl = c.store.get(repl_id)
             if repl is None or repl.status != expected:
                 return "skipped"  # already done, superseded, or deleted
             return work(c, repl)
-    except RuntimeFailure as exc:  # permanent: retrying would fail the same way
-        _fail(c, repl_id, expected, f"{what} failed: {exc}")
+    except FINAL as exc:
+        _fail(c, repl_id, owned, f"{what} failed: {exc}")
         return "failed"
     except TRANSIENT as exc:
         if _final_attempt():
-            _fail(c, repl_id, expected, f"{what} failed: {exc}")
+            _fail(c, repl_id, owned, f"{what} failed: {exc}")
             return "failed"
         c.store.add_event(repl_id, "retry", f"{what} hit a problem, retrying: {exc}")
         raise
+    except Exception as exc:  # a bug: show a failure instead of a REPL stuck mid-change
+        _fail(
+            c,
+            repl_id,
+            owned,
+            f"{what} failed: unexpected {type(exc).__name__} (details in the worker log)",
+        )
+        raise
 
 
-def _fail(c, repl_id: str, expected: Status, reason: str) -> None:
+def _fail(c, repl_id: str, owned: tuple[Status, ...], reason: str) -> None:
     log.warning("REPL %s: %s", repl_id, reason)
     try:
-        c.store.transition(repl_id, Status.FAILED, allowed=[expected], fields={"error": reason})
-    except TransitionRefused:
-        return  # someone moved it on meanwhile; their job reports for itself
+        c.store.transition(repl_id, Status.FAILED, allowed=owned, fields={"error": reason})
+    except (TransitionRefused, NotFound):
+        return  # someone moved it on (or deleted it) meanwhile; their job reports
     c.store.add_event(repl_id, "failed", reason)
 
 
@@ -71,8 +95,10 @@ def create(repl_id: str) -> str:
         count = c.storage.copy_prefix(template_prefix(template.id), repl.storage_prefix)
         c.store.add_event(repl_id, "files", f"Copied {count} starter files.")
         if repl.desired == Desired.RUNNING:
+            # Starting is its own job: its own retries, its own failure reason.
             c.store.transition(repl_id, Status.STARTING, allowed=[Status.CREATING])
-            return _start(c, c.store.require(repl_id))
+            c.jobs.enqueue("jobs.repl.start", repl_id)
+            return "starting"
         c.store.transition(repl_id, Status.STOPPED, allowed=[Status.CREATING])
         c.store.add_event(repl_id, "stopped", "Ready; not started.")
         return "stopped"

@@ -42,12 +42,14 @@ def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
 
 
 def _prefix(value: str) -> str:
-    """A storage prefix: relative, no ``.``/``..`` segments, ending with ``/``."""
-    value = value.strip()
-    segments = value.rstrip("/").split("/")
-    if not value or value.startswith("/") or any(s in ("", ".", "..") for s in segments):
-        raise argparse.ArgumentTypeError(f"invalid storage prefix: {value!r}")
-    return value.rstrip("/") + "/"
+    """A storage prefix as storage itself checks it (one rule), ending with ``/``."""
+    from devex.infra.storage.base import StorageError
+    from devex.infra.storage.sync import validate_scoped_prefix
+
+    try:
+        return validate_scoped_prefix(value.strip().rstrip("/") + "/", "sync")
+    except StorageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:

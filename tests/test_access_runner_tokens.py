@@ -18,6 +18,7 @@ from tests.support.auth_helpers import (
     session_api,
     store,
 )
+from tests.support.tampering import tamper
 
 SECRET = "test-secret"
 RUNNER_MAX_AGE = 7 * 24 * 3600  # what /api/runner/* accepts
@@ -34,11 +35,6 @@ class _PastSigner(TimestampSigner):
 def signed_long_ago(key: str, repl_id: str, scope: str) -> str:
     serializer = URLSafeTimedSerializer(key, salt=f"devex-{scope}", signer=_PastSigner)
     return serializer.dumps({"repl": repl_id, "scope": scope})
-
-
-def tamper(token: str) -> str:
-    last = token[-1]
-    return token[:-1] + ("A" if last != "A" else "B")
 
 
 def runner_token(repl_id: str) -> str:
@@ -149,3 +145,14 @@ def test_ide_session_needs_a_running_repl(app):
     stopped = create_repl(app, OWNER[0], "stopped", status=Status.STOPPED)
     resp = session_api(app, OWNER[0]).post(f"/api/repl/{stopped}/session")
     assert resp.status_code == 409
+
+
+def test_tampered_tokens_never_verify():
+    """The tamper helper changes signed bytes, not padding: no run can pass by luck."""
+    for i in range(300):
+        repl_id = f"repl{i:08d}"
+        key = tokens.repl_key(SECRET, repl_id)
+        good = tokens.sign(key, repl_id, tokens.IDE_SCOPE)
+        tokens.verify(key, repl_id, tokens.IDE_SCOPE, good, IDE_MAX_AGE)
+        with pytest.raises(tokens.TokenError):
+            tokens.verify(key, repl_id, tokens.IDE_SCOPE, tamper(good), IDE_MAX_AGE)

@@ -123,13 +123,51 @@ def test_refused_transition_is_409_and_changes_nothing(app, api):
                                                  "start": False}).json["repl"]["id"]
     api.wait_status(repl_id, "stopped")
     error_of(api.post(f"/api/repl/{repl_id}/session"), 409, "not_running")
+    app.extensions["devex"].worker.stop()  # the delete job waits: the REPL stays "deleting"
+    assert api.delete(f"/api/repl/{repl_id}").status_code == 202
     store = app.extensions["devex"].components.store
-    store.transition(repl_id, None, allowed=(), fields={"status": "deleting"})
     before = state(app)
     meta = store.redis.hgetall(f"replMeta:{repl_id}")
     error_of(api.post(f"/api/repl/{repl_id}/start"), 409, "invalid_state")
+    error_of(api.post(f"/api/repl/{repl_id}/session"), 409, "not_running")
     assert store.redis.hgetall(f"replMeta:{repl_id}") == meta
     assert state(app) == before
+
+
+def test_store_enforces_the_transition_table_whatever_the_caller_allows(app):
+    from devex.errors import TransitionRefused
+    from devex.models import Desired, Repl, Status, utcnow
+
+    store = app.extensions["devex"].components.store
+    now = utcnow()
+    store.create(Repl(id="aaaaaaaaaaaa", name="x", template="bash", owner_id="1",
+                      owner_login="a", storage_prefix="a/aaaaaaaaaaaa/", status=Status.STOPPED,
+                      desired=Desired.STOPPED, created_at=now, updated_at=now))
+    with pytest.raises(TransitionRefused):  # stopped -> running is not in the table
+        store.transition("aaaaaaaaaaaa", Status.RUNNING, allowed=[Status.STOPPED])
+    with pytest.raises(ValueError):  # and the status cannot be smuggled in as a field
+        store.set_fields("aaaaaaaaaaaa", status="running")
+    assert store.require("aaaaaaaaaaaa").status == Status.STOPPED
+
+
+def test_running_quota_counts_repls_about_to_start(app, api):
+    """Creates with start, and starts of REPLs still being created, count at once."""
+    from dataclasses import replace
+
+    ext = app.extensions["devex"]
+    ext.worker.stop()  # nothing gets past "creating": only the records count
+    ext.components.settings = replace(ext.components.settings, quota_running=1)
+    first = api.post("/api/repl/create", json={"name": "one", "template": "bash"})
+    assert first.status_code == 202
+    before = state(app)
+    second = api.post("/api/repl/create", json={"name": "two", "template": "bash"})
+    error_of(second, 429, "quota_exceeded")
+    assert second.headers["Retry-After"]
+    assert state(app) == before
+    idle = api.post("/api/repl/create", json={"name": "three", "template": "bash",
+                                              "start": False}).json["repl"]["id"]
+    error_of(api.post(f"/api/repl/{idle}/start"), 429, "quota_exceeded")
+    assert api.repl(idle).json["desired"] == "stopped"
 
 
 def test_anonymous_gets_401_and_cookie_without_csrf_gets_403(app, client, api):
@@ -189,3 +227,32 @@ def test_every_setting_is_documented_in_env_example():
     missing = [PREFIX + f.name.upper() for f in fields(Settings)
                if PREFIX + f.name.upper() + "=" not in documented]
     assert missing == []
+
+
+def test_local_login_answers_only_loopback_callers(app):
+    remote = app.test_client()
+    resp = remote.post("/auth/local", environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    error_of(resp, 404, "not_found")
+    ok = app.test_client().post("/auth/local", environ_base={"REMOTE_ADDR": "::1"})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"DEVEX_RUNTIME": "kubernetes", "DEVEX_SECRET_KEY": "s", "DEVEX_AUTH": "local"},
+         "DEVEX_STORAGE=s3"),
+        ({"DEVEX_RUNTIME": "kubernetes", "DEVEX_STORAGE": "s3", "DEVEX_S3_BUCKET": "b",
+          "DEVEX_SECRET_KEY": "s"}, "DEVEX_AUTH=github"),
+        ({"DEVEX_RUNTIME": "kubernetes", "DEVEX_STORAGE": "s3", "DEVEX_S3_BUCKET": "b",
+          "DEVEX_AUTH": "local"}, "DEVEX_SECRET_KEY"),
+        ({"DEVEX_CORS_ORIGINS": "*"}, "DEVEX_CORS_ORIGINS"),
+        ({"DEVEX_CORS_ORIGINS": "https://ide.example.com/"}, "DEVEX_CORS_ORIGINS"),
+        ({"DEVEX_AUTH": "github", "DEVEX_GITHUB_CLIENT_ID": "x"}, "CLIENT_SECRET"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_at_start(env, message):
+    from devex.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)

@@ -13,8 +13,10 @@ from werkzeug.serving import make_server
 
 from devex import create_app
 from devex.config import ConfigError
+from devex.dashboard_helpers import LOGIN_ERRORS
 from devex.infra import keys
-from tests.support.fake_github import CLIENT_ID, CLIENT_SECRET, serve_fake_github
+from tests.support.fake_github import CLIENT_ID, CLIENT_SECRET, FakeGitHub, serve_fake_github
+from tests.support.redis_server import free_port
 
 TIMEOUT = 10
 
@@ -78,10 +80,23 @@ class Live:
         assert r.status_code == 302
         return r.headers["Location"]
 
-    def login(self):
+    def login(self, **kw):
         return self.browser.get(
-            self.on_github(self.start_login()), allow_redirects=False, timeout=TIMEOUT
+            self.on_github(self.start_login()), allow_redirects=False, timeout=TIMEOUT, **kw
         )
+
+    def refused_to_login_page(self, r, code: str) -> str:
+        """A browser refused at the callback is sent to the login page, which says why in
+        the fixed words for ``code``; returns that page."""
+        assert r.status_code == 302, (r.status_code, r.text)
+        location = urlsplit(r.headers["Location"])
+        assert location.path == "/login" and parse_qs(location.query) == {"error": [code]}
+        page = self.get(f"{location.path}?{location.query}")
+        assert page.status_code == 200 and "<title>Sign in · Devex</title>" in page.text
+        shown = page.text.replace("&#39;", "'")
+        assert f'data-testid="login-error">{LOGIN_ERRORS[code]}</p>' in shown
+        assert 'href="/auth/github?' in page.text  # and offers to try again
+        return page.text
 
 
 @pytest.fixture
@@ -182,8 +197,7 @@ def test_forged_state_is_refused(live, fake_github):
     callback = attacker.on_github(attacker.start_login())
     forged = callback.replace("state=", "state=forged")
     r = live.browser.get(forged, allow_redirects=False, timeout=TIMEOUT)
-    assert r.status_code == 400
-    assert "text/html" in r.headers["Content-Type"] and "log in again" in r.text
+    live.refused_to_login_page(r, "login_failed")
     assert live.get("/auth/me").status_code == 401
     assert live.app.extensions["devex"].components.store.get_user("4242") is None
     other.close()
@@ -195,7 +209,7 @@ def test_callback_without_a_started_login_is_refused(live, fake_github):
     attacker.__dict__.update(live.__dict__, browser=requests.Session())
     callback = attacker.on_github(attacker.start_login())
     r = live.browser.get(callback, allow_redirects=False, timeout=TIMEOUT)  # no state here
-    assert r.status_code == 400
+    live.refused_to_login_page(r, "login_failed")
     assert live.get("/auth/me").status_code == 401
     attacker.browser.close()
 
@@ -207,28 +221,36 @@ def test_callback_missing_state_is_refused(live):
     assert live.get("/auth/me").status_code == 401
 
 
+JSON = {"Accept": "application/json"}
+
+
 def test_denied_on_github_shows_a_readable_page(live, fake_github):
     fake_github.deny = True
-    r = live.login()
-    assert r.status_code == 400
-    assert "cancelled" in r.text and "/auth/github" in r.text
+    page = live.refused_to_login_page(live.login(), "login_denied")
+    assert "cancelled" in page
     assert live.get("/auth/me").status_code == 401
+    r = live.login(headers=JSON)  # a JSON caller gets the contract's error
+    assert r.status_code == 400 and r.json()["error"]["code"] == "login_denied"
 
 
 def test_token_endpoint_failure_is_readable_not_500(live, fake_github):
     fake_github.token_error = "bad_verification_code"
-    r = live.login()
-    assert r.status_code == 400 and "try again" in r.text.lower()
+    page = live.refused_to_login_page(live.login(), "login_failed")
+    assert "try again" in page.lower()
     assert live.get("/auth/me").status_code == 401
     assert live.app.extensions["devex"].components.store.get_user("4242") is None
+    r = live.login(headers=JSON)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "login_failed"
 
 
 def test_login_allow_list_refuses_others(live_factory, fake_github):
     live = live_factory(DEVEX_GITHUB_ALLOWED_LOGINS="someone-else")
-    r = live.login()
-    assert r.status_code == 403 and "octocat" in r.text
+    live.refused_to_login_page(live.login(), "not_allowed")
     assert live.get("/auth/me").status_code == 401
     assert live.app.extensions["devex"].components.store.get_user("4242") is None
+    r = live.login(headers=JSON)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "not_allowed"
+    assert "octocat" in r.json()["error"]["message"]  # the caller's own login, in JSON only
 
 
 def test_org_allow_list_asks_for_read_org_and_checks_membership(live_factory, fake_github):
@@ -240,10 +262,68 @@ def test_org_allow_list_asks_for_read_org_and_checks_membership(live_factory, fa
     ]
     fake_github.orgs = {"octocat": ["other-org"]}
     r = live.browser.get(live.on_github(authorize), allow_redirects=False, timeout=TIMEOUT)
-    assert r.status_code == 403
+    live.refused_to_login_page(r, "not_allowed")
+    assert live.get("/auth/me").status_code == 401
     fake_github.orgs = {"octocat": ["ACME"]}
     assert live.login().status_code == 302
     assert live.get("/auth/me").json()["login"] == "octocat"
+
+
+# -- GitHub down or answering nonsense: a readable refusal, never a 500 -----------------------
+
+
+def closed_url() -> str:
+    """A loopback URL nothing listens on: connecting is refused at once."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def callback_for(live: Live) -> str:
+    """Start a login and come back as GitHub would with a code (whatever GitHub's state)."""
+    parts = urlsplit(live.start_login())
+    state = parse_qs(parts.query)["state"][0]
+    return f"/auth/github/authorized?code=some-code&state={state}"
+
+
+def assert_not_logged_in(live: Live) -> None:
+    assert live.get("/auth/me").status_code == 401
+    assert live.app.extensions["devex"].components.store.get_user("4242") is None
+
+
+def test_token_endpoint_unreachable_is_readable_not_500(live_factory):
+    live = live_factory(DEVEX_GITHUB_URL=closed_url())
+    live.refused_to_login_page(live.get(callback_for(live)), "unavailable")
+    r = live.get(callback_for(live), headers=JSON)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    assert_not_logged_in(live)
+
+
+def test_user_endpoint_unreachable_is_readable_not_500(live_factory, fake_github):
+    live = live_factory(DEVEX_GITHUB_API_URL=closed_url() + "/api/v3")
+    live.refused_to_login_page(live.login(), "unavailable")
+    r = live.login(headers=JSON)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    assert_not_logged_in(live)
+
+
+BAD_ANSWERS = [
+    pytest.param(502, "<html><body><h1>502 Bad Gateway</h1></body></html>", id="502-html"),
+    pytest.param(500, '{"message": "Server Error"}', id="500-json"),
+    pytest.param(503, "", id="503-empty"),
+    pytest.param(200, "<!doctype html><title>Sign in to the proxy</title>", id="200-html"),
+]
+
+
+@pytest.mark.parametrize(("status", "text"), BAD_ANSWERS)
+@pytest.mark.parametrize("where", [FakeGitHub.TOKEN_PATH, FakeGitHub.USER_PATH])
+def test_github_answering_nonsense_is_readable_not_500(live, fake_github, where, status, text):
+    content_type = "application/json" if text.startswith("{") else "text/html"
+    fake_github.broken[where] = (status, text, content_type)
+    live.refused_to_login_page(live.login(), "unavailable")
+    r = live.login(headers=JSON)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    assert_not_logged_in(live)
+    fake_github.broken.clear()  # once GitHub is back, logging in works
+    assert live.login().status_code == 302 and live.get("/auth/me").status_code == 200
 
 
 def test_admins_are_configured_by_login(live_factory):

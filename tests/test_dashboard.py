@@ -11,9 +11,12 @@ import re
 import pytest
 
 from devex import create_app
-from devex.dashboard_helpers import actions_for, ago, htmx, safe_next
+from devex.dashboard_helpers import LOGIN_ERRORS, actions_for, ago, htmx
+from devex.infra import keys
 from devex.models import Repl, Status
+from devex.redirects import safe_next
 from devex.services.repls import Actor
+from tests.support.auth_helpers import walk_to
 
 HX = {"HX-Request": "true"}
 ME = Actor(id="local", login="local")
@@ -43,7 +46,8 @@ def web(idle_app):
 def user(web):
     """Signs in through the login page's form, like a person; returns the CSRF token."""
     page = web.get("/login")
-    r = web.post("/auth/local", data={"csrf_token": form_token(page.text), "next": "/"})
+    assert 'action="/auth/local"' in page.text
+    r = web.post("/auth/local", data={"next": "/"})
     assert r.status_code == 302 and r.headers["Location"] == "/"
     return meta_token(web.get("/").text)
 
@@ -69,7 +73,7 @@ def make(app, name="alpha", owner=ME) -> Repl:
 
 
 def set_status(app, repl_id: str, status: Status, **fields) -> None:
-    store(app).transition(repl_id, status, allowed=list(Status), fields=fields)
+    walk_to(store(app), repl_id, status, **fields)
 
 
 def status_of(app, repl_id: str) -> Status:
@@ -96,9 +100,101 @@ def test_login_page_offers_the_local_user_in_embedded_mode(web):
     assert "Sign in with GitHub" not in page.text
 
 
+# Each is a ``next`` some browser would follow off this site (Werkzeug strips the tab and
+# leaves ``//evil.example/``; browsers read ``\`` as ``/``), or a newline in a header (500).
+EVIL_NEXT = [
+    "/%09/evil.example",
+    "/%0a/evil.example",
+    "/%0d/evil.example",
+    "/%09%0d%0a/evil.example",
+    "/%5C%5Cevil.example",  # /\\evil.example
+    "/%5Cevil.example",
+    "//evil.example",
+    "///evil.example",
+    "https://evil.example/",
+    "https:/evil.example",
+    "%09//evil.example",
+    "javascript:alert(1)",
+    "evil.example",
+    "/%7F/evil.example",
+]
+
+
+def _stays_here(location: str) -> bool:
+    return location == "/"
+
+
 def test_login_page_never_redirects_elsewhere(web, user):
     assert web.get("/login?next=//evil.example/").headers["Location"] == "/"
     assert web.get("/login?next=/repls/x").headers["Location"] == "/repls/x"
+    for evil in EVIL_NEXT:
+        r = web.get(f"/login?next={evil}")
+        assert r.status_code == 302, evil
+        assert _stays_here(r.headers["Location"]), (evil, r.headers["Location"])
+
+
+@pytest.mark.parametrize("evil", EVIL_NEXT)
+def test_local_login_never_redirects_elsewhere(web, evil):
+    page = web.get(f"/login?next={evil}")
+    assert page.status_code == 200
+    assert 'name="next" value="/"' in page.text  # the form carries only a safe path
+    r = web.post(f"/auth/local?next={evil}", data={"next": ""})
+    assert r.status_code == 302 and _stays_here(r.headers["Location"]), r.headers["Location"]
+    web.post("/auth/logout", data={"csrf_token": meta_token(web.get("/").text)})
+    from urllib.parse import unquote
+
+    r = web.post("/auth/local", data={"next": unquote(evil)})
+    assert r.status_code == 302 and _stays_here(r.headers["Location"]), r.headers["Location"]
+
+
+@pytest.mark.parametrize("evil", EVIL_NEXT)
+def test_actions_logout_and_confirm_never_lead_elsewhere(idle_app, web, user, evil):
+    from urllib.parse import unquote
+
+    raw = unquote(evil)
+    repl = make(idle_app)
+    set_status(idle_app, repl.id, Status.STOPPED)
+    page = web.get(f"/repls/{repl.id}/delete?next={evil}")
+    assert page.status_code == 200
+    assert '<a class="button" href="/">Cancel</a>' in page.text
+    assert 'name="next" value="/"' in page.text
+    r = web.post(f"/repls/{repl.id}/start", data={"csrf_token": user, "next": raw})
+    assert r.status_code == 303 and r.headers["Location"] == "/"
+    r = web.post(f"/repls/{repl.id}/delete", data={"csrf_token": user, "next": raw})
+    assert r.status_code == 303 and r.headers["Location"] == "/"
+    r = web.post("/auth/logout", data={"csrf_token": user, "next": raw})
+    assert r.status_code == 302 and r.headers["Location"] == "/login"
+
+
+def test_logout_follows_a_local_next(web, user):
+    r = web.post("/auth/logout", data={"csrf_token": user, "next": "/login?next=/tokens"})
+    assert r.headers["Location"] == "/login?next=/tokens"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\t/evil.example",
+        "/\n/x",
+        "/\r/x",
+        "/x\x7f",
+        "/\\evil",
+        "/\\\\evil",
+        "//evil",
+        "///evil",
+        "https://evil",
+        "https:/evil",
+        "evil/x",
+    ],
+)
+def test_safe_next_refuses(target):
+    assert safe_next(target) == "/"
+
+
+def test_safe_next_keeps_local_paths():
+    for target in ("/", "/repls/a", "/repls/a?next=//x", "/tokens#new", "/a//b", "/%09"):
+        assert safe_next(target) == target
+    assert safe_next(None) == "/" and safe_next("", default="/x") == "/x"
 
 
 def test_login_page_offers_github_in_cluster_mode(data_dir):
@@ -113,10 +209,18 @@ def test_login_page_offers_github_in_cluster_mode(data_dir):
             "DEVEX_EMBEDDED_WORKER": "false",
         }
     )
-    page = app.test_client().get("/login?error=The+GitHub+login+was+cancelled.")
+    client = app.test_client()
+    page = client.get("/login")
     assert 'href="/auth/github?next=%2F"' in page.text
     assert "Continue as local user" not in page.text
-    assert "Sign-in did not work: The GitHub login was cancelled." in page.text
+    assert 'role="alert"' not in page.text
+    for code, message in LOGIN_ERRORS.items():
+        page = client.get(f"/login?error={code}")
+        assert f'data-testid="login-error">{message}</p>' in page.text.replace("&#39;", "'")
+    # Never the query string's own words: unknown codes get a generic text.
+    page = client.get("/login?error=Your+account+is+locked.+Call+%2B1-555-EVIL")
+    assert "locked" not in page.text and "555" not in page.text
+    assert 'data-testid="login-error">Signing in did not work. Please try again.</p>' in page.text
 
 
 def test_sign_out_form_ends_the_session(web, user):
@@ -436,7 +540,10 @@ def test_open_hands_the_runner_a_short_lived_token(idle_app, web, user):
     set_status(idle_app, repl.id, Status.RUNNING, url="http://127.0.0.1:9/")
     r = web.post(f"/repls/{repl.id}/open", data={"csrf_token": user})
     assert r.status_code == 303
-    assert r.headers["Location"].startswith("http://127.0.0.1:9/?token=")
+    location = r.headers["Location"]
+    # In the fragment: browsers never send it, so no proxy or access log records it.
+    assert location.startswith("http://127.0.0.1:9/#token=")
+    assert "?" not in location
 
 
 def test_redirect_after_an_action_stays_on_this_site(idle_app, web, user):
@@ -574,3 +681,196 @@ def test_unknown_page_is_a_readable_page_for_browsers_and_json_for_api(client):
     assert "Not found" in page.get_data(as_text=True)
     api = client.get("/api/no-such-thing", headers={"Accept": "text/html"})
     assert api.status_code == 404 and api.json["error"]["code"] == "not_found"
+
+
+# -- anonymous visitors leave nothing behind --------------------------------------------------
+
+
+def session_keys(app) -> list[bytes]:
+    return app.extensions["devex"].components.redis.keys(keys.SESSION_PREFIX + "*")
+
+
+def test_anonymous_pages_create_no_sessions(idle_app, web):
+    for _ in range(5):
+        page = web.get("/login")
+        assert page.status_code == 200 and "Continue as local user" in page.text
+        assert 'name="csrf-token"' not in page.text and "hx-headers" not in page.text
+        missing = web.get("/no-such-page", headers={"Accept": "text/html"})
+        assert missing.status_code == 404 and "<title>Not found · Devex</title>" in missing.text
+        assert web.get("/login?error=login_failed").status_code == 200
+        assert web.get("/").status_code == 302
+    assert session_keys(idle_app) == []
+    assert web.get_cookie("session") is None
+    # Logging in (no CSRF token needed for the local user) is what makes one.
+    assert web.post("/auth/local", data={"next": "/"}).status_code == 302
+    assert len(session_keys(idle_app)) == 1
+    assert 'name="csrf-token"' in web.get("/").text
+
+
+# -- logged out, then acting ------------------------------------------------------------------
+
+
+def expire_session(web) -> None:
+    """What a browser holds after its session ended server-side: a cookie naming nothing."""
+    web.set_cookie("session", "no-such-session-id-" + "x" * 24)
+
+
+@pytest.mark.parametrize("who", ["anonymous", "expired"])
+def test_action_without_a_session_goes_to_the_login_page_of_the_page_it_came_from(
+    idle_app, web, who
+):
+    repl = make(idle_app)
+    set_status(idle_app, repl.id, Status.STOPPED)
+    if who == "expired":
+        expire_session(web)
+    came_from = f"http://localhost/repls/{repl.id}?tab=log"
+    for path in ("/repls", f"/repls/{repl.id}/start", f"/repls/{repl.id}/stop"):
+        r = web.post(path, data={"name": "x", "template": "python"}, headers={"Referer": came_from})
+        assert r.status_code == 302, (path, r.status_code)
+        # Back to the page, never to the POST-only action URL.
+        assert r.headers["Location"] == f"/login?next=/repls/{repl.id}?tab%3Dlog", path
+        r = web.post(path, data={"name": "x"})
+        assert r.headers["Location"] == "/login?next=/", path
+        r = web.post(path, headers={"Referer": "https://evil.example/repls/x"})
+        assert r.headers["Location"] == "/login?next=/", path
+        r = web.post(path, headers={"Referer": "http://localhost//evil.example/"})
+        assert r.headers["Location"] == "/login?next=/", path
+    r = web.post(
+        f"/repls/{repl.id}/start", headers={**HX, "HX-Current-URL": "http://localhost/tokens"}
+    )
+    assert r.status_code == 401 and r.headers["HX-Redirect"] == "/login?next=/tokens"
+    assert service(idle_app).list(ME) == [store(idle_app).require(repl.id)]
+    assert status_of(idle_app, repl.id) == Status.STOPPED
+    assert session_keys(idle_app) == []
+
+
+@pytest.mark.parametrize("who", ["anonymous", "expired"])
+def test_api_without_a_session_is_401_json_even_where_rate_limited(idle_app, web, who):
+    repl = make(idle_app)
+    if who == "expired":
+        expire_session(web)
+    for path in ("/api/repl/create", f"/api/repl/{repl.id}/start"):
+        r = web.post(path, json={"name": "x", "template": "python"})
+        assert r.status_code == 401 and r.json["error"]["code"] == "unauthorized", path
+
+
+def test_anonymous_calls_do_not_use_up_anyones_rate_limit(data_dir):
+    app = create_app(
+        {
+            "TESTING": True,
+            "DEVEX_DATA_DIR": data_dir,
+            "DEVEX_SECRET_KEY": "test-secret",
+            "DEVEX_EMBEDDED_WORKER": "false",
+            "DEVEX_RATE_LIMIT_CREATE": "1/minute",
+        }
+    )
+    anonymous = app.test_client()
+    for _ in range(3):
+        assert anonymous.post("/repls", data={"name": "x"}).status_code == 302
+        assert anonymous.post("/api/repl/create", json={"name": "x"}).status_code == 401
+    web = app.test_client()
+    web.post("/auth/local", data={"next": "/"})
+    token = meta_token(web.get("/").text)
+    r = web.post("/repls", data={"csrf_token": token, "name": "one", "template": "python"})
+    assert r.status_code == 303
+    r = web.post("/repls", data={"csrf_token": token, "name": "two", "template": "python"})
+    assert r.status_code == 429
+
+
+# -- what administrators are offered for other people's REPLs ---------------------------------
+
+
+@pytest.fixture
+def admin_app(data_dir):
+    return create_app(
+        {
+            "TESTING": True,
+            "DEVEX_DATA_DIR": data_dir,
+            "DEVEX_SECRET_KEY": "test-secret",
+            "DEVEX_EMBEDDED_WORKER": "false",
+            "DEVEX_ADMINS": "local",
+        }
+    )
+
+
+def action_urls(html: str, repl_id: str) -> set[str]:
+    """Every action a page offers for ``repl_id`` (form actions and confirm links)."""
+    found = re.findall(rf'(?:action|href)="/repls/{repl_id}/([a-z-]+)', html)
+    return set(found)
+
+
+@pytest.mark.parametrize(
+    ("status", "offered"),
+    [
+        (Status.RUNNING, {"stop"}),
+        (Status.STARTING, {"stop"}),
+        (Status.STOPPING, set()),  # no force stop for someone else's REPL
+        (Status.STOPPED, set()),
+        (Status.FAILED, set()),
+    ],
+)
+def test_admin_is_offered_only_stop_for_another_users_repl(admin_app, status, offered):
+    web = admin_app.test_client()
+    web.post("/auth/local", data={"next": "/"})
+    theirs = make(admin_app, "their-app", owner=OTHER)
+    set_status(admin_app, theirs.id, status, url="http://127.0.0.1:9/")
+    page = web.get(f"/repls/{theirs.id}")
+    assert page.status_code == 200 and "their-app" in page.text
+    assert action_urls(page.text, theirs.id) == offered
+    row = web.get(f"/repls/{theirs.id}/row")
+    assert action_urls(row.text, theirs.id) == offered
+    if offered:  # and what is offered works
+        r = web.post(
+            f"/repls/{theirs.id}/stop",
+            data={"csrf_token": meta_token(page.text), "next": f"/repls/{theirs.id}"},
+        )
+        assert r.status_code == 303 and status_of(admin_app, theirs.id) == Status.STOPPING
+
+
+def test_admin_still_gets_every_action_on_their_own_repl(admin_app):
+    web = admin_app.test_client()
+    web.post("/auth/local", data={"next": "/"})
+    mine = make(admin_app, "mine")
+    set_status(admin_app, mine.id, Status.RUNNING, url="http://127.0.0.1:9/")
+    assert action_urls(web.get(f"/repls/{mine.id}").text, mine.id) == {"open", "stop", "delete"}
+    set_status(admin_app, mine.id, Status.FAILED, error="boom")
+    assert action_urls(web.get(f"/repls/{mine.id}").text, mine.id) == {
+        "start",
+        "force-stop",
+        "delete",
+    }
+
+
+def test_actions_for_a_non_owner():
+    repl = Repl(
+        id="a1", name="n", template="python", owner_id="u", owner_login="u", storage_prefix="u/a1/"
+    )
+    repl.url = "http://127.0.0.1:9/"
+    admin = Actor(id="root", login="root", is_admin=True)
+    owner = Actor(id="u", login="u")
+    for status in Status:
+        repl.status = status
+        assert actions_for(repl, owner) == actions_for(repl)
+        assert set(actions_for(repl, admin)) <= {"stop"}
+        assert "force-stop" not in actions_for(repl, admin)
+
+
+# -- the detail page of a REPL that is gone ---------------------------------------------------
+
+
+def test_detail_polling_of_a_deleted_repl_goes_back_to_the_list(idle_app, web, user):
+    repl = make(idle_app, "going")
+    polling = {**HX, "HX-Target": "repl-detail", "HX-Current-URL": f"http://localhost/repls/{repl.id}"}
+    assert web.get(f"/repls/{repl.id}", headers=polling).status_code == 200  # creating: polls
+    store(idle_app).delete(store(idle_app).require(repl.id))
+    r = web.get(f"/repls/{repl.id}", headers=polling)
+    assert r.status_code in (200, 286)
+    assert r.headers["HX-Redirect"] == "/"
+    assert "HX-Retarget" not in r.headers
+    # A plain visit still gets the readable 404 page.
+    page = web.get(f"/repls/{repl.id}")
+    assert page.status_code == 404 and "No such REPL." in page.text
+    # As does another user's REPL polled this way: it looks like one that is gone.
+    theirs = make(idle_app, "theirs", owner=OTHER)
+    r = web.get(f"/repls/{theirs.id}", headers=polling)
+    assert r.headers["HX-Redirect"] == "/" and "theirs" not in r.text

@@ -10,12 +10,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from devex.errors import RuntimeFailure
 from devex.services.repls import Actor
 from tests.conftest import ROOT
+from tests.support.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -107,6 +109,40 @@ def assert_same_page(page) -> None:
     assert page.evaluate("window.__devexMarker") == "still the same page"
 
 
+def record_badges(page) -> None:
+    """From now on, note every status each row shows (``window.__badges[name]``), however
+    briefly: a MutationObserver sees each swap before the next one can happen."""
+    page.evaluate(
+        """() => {
+          window.__badges = {};
+          const note = () => {
+            for (const tr of document.querySelectorAll("#repl-rows tr.repl-row")) {
+              const name = tr.querySelector(".repl-name").textContent.trim();
+              const status = tr.querySelector("[data-testid=status]").textContent.trim();
+              const seen = (window.__badges[name] = window.__badges[name] || []);
+              if (seen[seen.length - 1] !== status) { seen.push(status); }
+            }
+          };
+          new MutationObserver(note).observe(document.getElementById("repl-rows"),
+            {childList: true, subtree: true, characterData: true, attributes: true});
+        }"""
+    )
+
+
+def badges(page, name: str) -> list[str]:
+    return page.evaluate("name => (window.__badges || {})[name] || []", name)
+
+
+def row_names(page) -> list[str]:
+    return [n.strip() for n in page.locator("#repl-rows tr.repl-row .repl-name").all_inner_texts()]
+
+
+def assert_no_sideways_scrolling(page, what: str) -> None:
+    page.wait_for_load_state("load")  # the style sheet applies
+    width = page.evaluate("document.scrollingElement.scrollWidth")
+    assert width <= 360, f"{what}: {width} px wide at 360 px"
+
+
 def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
@@ -116,31 +152,67 @@ def test_a_persons_whole_journey(page):
     sign_in(page)
     expect(page.get_by_text("No REPLs yet.")).to_be_visible()
     mark_page(page)
+    record_badges(page)
 
     create(page, "journey")
     expect(status(page, "journey")).to_have_text("running", timeout=SLOW)
     assert_same_page(page)  # creating → starting → running arrived by polling, no reload
+    seen = badges(page, "journey")
+    assert seen[0] == "creating" and seen[-1] == "running", seen
+    assert set(seen[1:-1]) <= {"creating", "starting"}, seen  # nothing but the way there
     expect(page.get_by_text("No REPLs yet.")).to_be_hidden()
     expect(page.get_by_label("Name")).to_have_value("")  # a fresh form for the next one
     expect(row(page, "journey")).to_contain_text("Python 3.12")
     shot(page, "list.png")
     page.set_viewport_size({"width": 360, "height": 760})
-    assert page.evaluate("document.documentElement.scrollWidth") <= 360  # no sideways scrolling
+    assert_no_sideways_scrolling(page, "list")
     expect(page.get_by_text("No REPLs yet.")).to_be_hidden()
     shot(page, "list-360px.png")
     page.set_viewport_size({"width": 1100, "height": 760})
 
+    # A second REPL goes in at the top of the list, above the first.
+    create(page, "second", start=False)
+    expect(status(page, "second")).to_have_text("stopped", timeout=SLOW)
+    assert row_names(page) == ["second", "journey"]
+    assert_same_page(page)
+
+    requests, responses = [], []
+
+    def on_request(request):
+        requests.append(request)
+
+    def on_response(response):
+        responses.append(response)
+
+    page.context.on("request", on_request)
+    page.context.on("response", on_response)
     with page.expect_popup() as popup_info:
         row(page, "journey").get_by_role("button", name="Open journey").click()
     ide = popup_info.value
-    # The runner's own page, reached with the token the dashboard handed over.
+    # The runner's own page, reached with the token the dashboard handed over ...
     expect(ide).to_have_title("Devex REPL")
-    expect(ide.get_by_role("button", name="main.py")).to_be_visible()
-    assert "token=" not in ide.url  # the runner page drops it from the address bar
-    runner = ide.url.split("?", 1)[0]
+    expect(ide.get_by_role("button", name="main.py")).to_be_visible()  # its API took the token
+    # ... in the URL's fragment, which no server (nor its access log) ever sees ...
+    [opened] = [r for r in responses if urlsplit(r.url).path.endswith("/open")]
+    assert opened.status == 303
+    handed = urlsplit(opened.headers["location"])
+    assert handed.fragment.startswith("token=") and len(handed.fragment) > 20
+    assert "token" not in handed.query
+    runner = f"{handed.scheme}://{handed.netloc}"
     assert runner.startswith("http://127.0.0.1:")
-    assert ide.request.get(runner + "healthz").status == 200
+    to_runner = [r for r in requests if r.url.startswith(runner)]
+    assert to_runner, "the browser never talked to the runner"
+    for r in to_runner:
+        assert "token" not in urlsplit(r.url).query, r.url
+    # ... and sent as a header to the runner's API instead.
+    api_calls = [r for r in to_runner if urlsplit(r.url).path.endswith("/api/files")]
+    assert api_calls and api_calls[0].all_headers()["authorization"].startswith("Bearer ")
+    # The page drops it from the address bar.
+    assert "token" not in ide.url and ide.evaluate("location.hash") == ""
+    assert ide.request.get(runner + handed.path + "healthz").status == 200
     ide.close()
+    page.context.remove_listener("request", on_request)
+    page.context.remove_listener("response", on_response)
 
     row(page, "journey").get_by_role("button", name="Stop journey").click()
     expect(status(page, "journey")).to_have_text("stopped", timeout=SLOW)
@@ -155,10 +227,15 @@ def test_a_persons_whole_journey(page):
         questions.append(dialog.message)
         dialog.accept()
 
-    page.once("dialog", accept)
+    page.on("dialog", accept)
     row(page, "journey").get_by_role("link", name="Delete journey").click()
     expect(row(page, "journey")).to_have_count(0, timeout=SLOW)
-    assert questions == ["Delete “journey”? Its files are removed for good."]
+    row(page, "second").get_by_role("link", name="Delete second").click()
+    expect(row(page, "second")).to_have_count(0, timeout=SLOW)
+    assert questions == [
+        "Delete “journey”? Its files are removed for good.",
+        "Delete “second”? Its files are removed for good.",
+    ]
     expect(page.get_by_text("No REPLs yet.")).to_be_visible()
     assert_same_page(page)
 
@@ -254,3 +331,76 @@ def test_another_users_repl_never_appears_and_its_urls_answer_404(page, app):
     page.goto(f"/repls/{theirs.id}")
     expect(page).to_have_title("Not found · Devex")
     expect(page.get_by_role("alert")).to_have_text("No such REPL.")
+
+
+LONG_REASON = "Starting failed: pulling https://registry.example/" + "x" * 40 + "/" + "a1b2c3" * 30
+
+
+def test_narrow_screens_never_scroll_sideways(page, app, monkeypatch):
+    """At 360 px, no page is wider than the screen: the login page with an error, the list
+    and the detail page with a long failure reason, the tokens page with a new token."""
+    runtime = app.extensions["devex"].components.runtime
+
+    def start_failing(*args, **kwargs):
+        raise RuntimeFailure(LONG_REASON.removeprefix("Starting failed: "))
+
+    monkeypatch.setattr(runtime, "start", start_failing)
+    page.set_viewport_size({"width": 360, "height": 760})
+
+    page.goto("/login?error=unavailable")
+    expect(page.get_by_role("alert")).to_have_text(
+        "GitHub cannot be reached right now; try again shortly."
+    )
+    assert_no_sideways_scrolling(page, "login page")
+
+    sign_in(page)
+    create(page, "narrow")
+    expect(status(page, "narrow")).to_have_text("failed", timeout=SLOW)
+    expect(row(page, "narrow").get_by_test_id("reason")).to_have_text(LONG_REASON)
+    assert_no_sideways_scrolling(page, "list")
+
+    row(page, "narrow").get_by_role("link", name="narrow", exact=True).click()
+    expect(page).to_have_title("narrow · Devex")
+    expect(page.get_by_test_id("reason")).to_have_text(LONG_REASON)
+    assert_no_sideways_scrolling(page, "detail page")
+    shot(page, "repl-detail-360px.png")
+
+    page.goto("/tokens")
+    page.get_by_label("Name").fill("ci-" + "y" * 40)
+    page.get_by_role("button", name="Create token").click()
+    expect(page.get_by_role("heading", name="created")).to_be_visible()
+    assert_no_sideways_scrolling(page, "tokens page")
+    shot(page, "tokens-360px.png")
+
+
+def test_without_javascript_create_and_delete_work(browser, site, app):
+    context = browser.new_context(
+        base_url=site, java_script_enabled=False, viewport={"width": 1100, "height": 760}
+    )
+    context.set_default_timeout(QUICK)
+    page = context.new_page()
+    repls = app.extensions["devex"].repls
+    me = Actor(id="local", login="local")
+    try:
+        sign_in(page)
+        create(page, "plain", start=False)
+        # A plain form post: the server redirects back to the list, which shows the new row.
+        expect(page).to_have_title("Your REPLs · Devex")
+        expect(row(page, "plain")).to_have_count(1)
+        expect(page.get_by_text("No REPLs yet.")).to_be_hidden()
+        [made] = repls.list(me)
+        assert made.name == "plain" and made.desired.value == "stopped"
+
+        # No hx-confirm without JavaScript: the link leads to a page that asks.
+        row(page, "plain").get_by_role("link", name="Delete plain").click()
+        expect(page).to_have_title("Delete plain · Devex")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Delete “plain”?")
+        page.get_by_role("button", name="Yes, delete").click()
+        expect(page).to_have_title("Your REPLs · Devex")
+
+        wait_for(lambda: repls.list(me) == [], 60, "the REPL to be deleted")
+        page.reload()  # nothing polls without JavaScript
+        expect(row(page, "plain")).to_have_count(0)
+        expect(page.get_by_text("No REPLs yet.")).to_be_visible()
+    finally:
+        context.close()

@@ -211,3 +211,55 @@ def test_workspace_left_by_failed_stop_is_reused_not_overwritten(app, api):
     api.post(f"/api/repl/{repl_id}/start")  # retry from failed: reuse the kept workspace
     api.wait_status(repl_id, "running")
     assert (workspace / "main.py").read_text() == "print('edited')\n"
+
+
+def test_a_create_whose_start_fails_ends_failed_with_the_reason(app, api, monkeypatch):
+    """The default create (start: true) must not leave the REPL stuck in "starting"."""
+    from devex.errors import RuntimeFailure
+
+    runtime = app.extensions["devex"].components.runtime
+
+    def broken_start(repl, template, progress):
+        raise RuntimeFailure("the image could not be pulled")
+
+    monkeypatch.setattr(runtime, "start", broken_start)
+    repl_id = api.post("/api/repl/create", json={"name": "nope", "template": "bash"}).json[
+        "repl"]["id"]
+    failed = api.wait_status(repl_id, "failed")
+    assert failed["error"] == "Starting failed: the image could not be pulled"
+    assert failed["url"] is None
+
+
+def test_an_unexpected_error_fails_the_repl_instead_of_leaving_it_stuck(components,
+                                                                        monkeypatch):
+    repl = make_repl(components, status=Status.STARTING, desired=Desired.RUNNING)
+
+    def bug(*args, **kwargs):
+        raise KeyError("repl_id")
+
+    monkeypatch.setattr(components.runtime, "start", bug)
+    with pytest.raises(KeyError):  # RQ still records the crash for the operator
+        repl_jobs.start(repl.id)
+    failed = components.store.require(repl.id)
+    assert failed.status == Status.FAILED
+    assert failed.error == "Starting failed: unexpected KeyError (details in the worker log)"
+
+
+def test_files_a_stop_cannot_save_are_named_in_the_events(app, api):
+    repl_id = start_python_repl(api, "links")
+    workspace = app.extensions["devex"].settings.data_dir / "workspaces" / repl_id
+    (workspace / "escape").symlink_to("/etc/hostname")
+    api.post(f"/api/repl/{repl_id}/stop")
+    api.wait_status(repl_id, "stopped")
+    messages = [e["message"] for e in api.get(f"/api/repl/{repl_id}/events").json["events"]]
+    assert "Not saved: escape (symbolic link: not uploaded (it could point outside the " \
+        "workspace))" in messages
+
+
+def test_late_activity_never_resurrects_a_deleted_repl(components):
+    repl = make_repl(components, status=Status.STOPPED)
+    assert components.store.touch_activity(repl.id) is False  # not running: nothing written
+    components.store.delete(repl)
+    assert components.store.touch_activity(repl.id) is False
+    components.store.add_event(repl.id, "late", "after the delete")
+    assert components.redis.exists(f"replMeta:{repl.id}", f"replEvents:{repl.id}") == 0

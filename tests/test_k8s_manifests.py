@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from devex.cli import devex_cli
 from devex.config import ConfigError, Settings
-from devex.infra.runtime.kubernetes import manifests, names
+from devex.infra.runtime.kubernetes import KubernetesRuntime, manifests, names
 from devex.models import Repl
 from devex.templates_catalog import Catalog
 
@@ -39,7 +39,16 @@ FULL = replace(
     k8s_image_pull_secret="regcred", k8s_ingress_pod_labels="",
     core_url="http://devex-web.devex.svc:8000",
 )
-VARIANTS = {"plain": PLAIN, "full": FULL}
+# S3 inside the private ranges: a VPC endpoint (v4 and v6 CIDRs) and in-cluster MinIO.
+STORAGE = replace(
+    FULL,
+    s3_endpoint_url="http://minio.storage.svc:9000",
+    k8s_storage_egress="10.20.0.0/16, fd00:20::/64, 192.168.7.9",
+    k8s_storage_namespace_labels="kubernetes.io/metadata.name=storage",
+    k8s_storage_pod_labels="app=minio",
+    k8s_storage_ports="9000,443",
+)
+VARIANTS = {"plain": PLAIN, "full": FULL, "storage": STORAGE}
 
 
 def make_repl(template_id: str, repl_id: str = "0123456789ab") -> Repl:
@@ -296,6 +305,91 @@ def test_network_policy_admits_only_the_ingress_controller_and_fences_egress():
         assert denied in v4["except"]
     assert "ports" not in internet  # the public internet on any port
     assert internet["to"][1]["ipBlock"]["cidr"] == "::/0"
+
+
+def test_storage_egress_is_off_by_default():
+    np = manifests.network_policy(make_repl("node"), CATALOG.get("node"), FULL)["spec"]
+    assert len(np["egress"]) == 3
+
+
+def test_storage_egress_opens_only_the_configured_peers_and_ports():
+    np = manifests.network_policy(make_repl("node"), CATALOG.get("node"), STORAGE)["spec"]
+    dns, core, internet, storage = np["egress"]
+    assert internet["to"][0]["ipBlock"]["except"] == list(manifests.DENIED_V4)  # fence kept
+    assert storage == {
+        "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}},
+               {"ipBlock": {"cidr": "fd00:20::/64"}},
+               {"ipBlock": {"cidr": "192.168.7.9/32"}},
+               {"namespaceSelector": {"matchLabels": {
+                   "kubernetes.io/metadata.name": "storage"}},
+                "podSelector": {"matchLabels": {"app": "minio"}}}],
+        "ports": [{"protocol": "TCP", "port": 9000}, {"protocol": "TCP", "port": 443}]}
+    only_cidr = replace(PLAIN, k8s_storage_egress="172.20.1.0/24")
+    rule = manifests.network_policy(make_repl("go"), CATALOG.get("go"), only_cidr)["spec"][
+        "egress"][-1]
+    assert rule == {"to": [{"ipBlock": {"cidr": "172.20.1.0/24"}}]}  # any port
+    kubernetes_validate.validate(
+        manifests.network_policy(make_repl("go"), CATALOG.get("go"), only_cidr), VERSIONS[-1],
+        strict=True)
+
+
+@pytest.mark.parametrize(("field", "raw", "words"), [
+    ("k8s_storage_egress", "10.20.0.1/16", "has host bits set"),
+    ("k8s_storage_egress", "minio.storage", "is not a CIDR"),
+    ("k8s_storage_egress", "169.254.169.254/32", "overlaps 169.254.0.0/16"),
+    ("k8s_storage_egress", "127.0.0.1", "overlaps 127.0.0.0/8"),
+    ("k8s_storage_egress", "fe80::1/128", "overlaps fe80::/10"),
+    ("k8s_storage_egress", "0.0.0.0/0", "too broad"),
+    ("k8s_storage_egress", "10.0.0.0/7", "too broad"),
+    ("k8s_storage_ports", "9000,http", "is not a TCP port"),
+    ("k8s_storage_ports", "70000", "is not a TCP port"),
+    ("k8s_storage_pod_labels", "app=minio", "needs DEVEX_K8S_STORAGE_NAMESPACE_LABELS"),
+    ("k8s_storage_namespace_labels", "bad key=x", "is not a label key"),
+    ("k8s_storage_namespace_labels", "k=bad value!", "is not a label value"),
+])
+def test_bad_storage_egress_settings_are_config_errors(field, raw, words):
+    settings = replace(PLAIN, **{field: raw})
+    if field == "k8s_storage_ports":
+        settings = replace(settings, k8s_storage_egress="10.20.0.0/16")
+    with pytest.raises(ConfigError, match=words):
+        manifests.storage_egress(settings)
+    with pytest.raises(ConfigError, match=words):  # refused at start-up, not per REPL
+        KubernetesRuntime(settings)
+
+
+def test_storage_ports_alone_are_a_config_error():
+    with pytest.raises(ConfigError, match="needs DEVEX_K8S_STORAGE_EGRESS"):
+        manifests.storage_egress(replace(PLAIN, k8s_storage_ports="9000"))
+
+
+def test_storage_egress_settings_come_from_the_environment():
+    settings = Settings.from_env({
+        "DEVEX_K8S_STORAGE_EGRESS": "10.20.0.0/16,fd00:20::/64",
+        "DEVEX_K8S_STORAGE_NAMESPACE_LABELS": "kubernetes.io/metadata.name=storage",
+        "DEVEX_K8S_STORAGE_POD_LABELS": "app=minio",
+        "DEVEX_K8S_STORAGE_PORTS": "9000",
+    })
+    rule = manifests.storage_egress(settings)
+    assert [p.get("ipBlock", {}).get("cidr") for p in rule["to"]] == [
+        "10.20.0.0/16", "fd00:20::/64", None]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 9000}]
+
+
+# -- deploy/ -------------------------------------------------------------------------------
+def test_worker_runs_the_scheduler_so_retry_intervals_fire():
+    docs = dict(deploy_documents())
+    worker = docs["deploy/worker.yaml#0"]["spec"]["template"]["spec"]["containers"][0]
+    assert worker["command"][:3] == ["rq", "worker", "--with-scheduler"]
+
+
+def test_periodic_jobs_get_a_fresh_job_id_each_run():
+    cronjobs = [d for _, d in deploy_documents() if d["kind"] == "CronJob"]
+    assert len(cronjobs) == 2
+    for cj in cronjobs:
+        command = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
+            "command"]
+        assert "--job-id" not in command  # a fixed id overwrote the previous run's record
+        assert command[-1] in ("jobs.periodic.reconcile", "jobs.periodic.cull_idle")
 
 
 # -- the CLI -------------------------------------------------------------------------------

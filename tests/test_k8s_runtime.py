@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import base64
+import socket
 from dataclasses import replace
 
 import pytest
+import urllib3
 import yaml
+from kubernetes import client
 
 from devex.config import Settings
-from devex.errors import FilesNotSaved, RuntimeFailure
+from devex.errors import FilesNotSaved, RuntimeFailure, RuntimeUnavailable
 from devex.infra.runtime.kubernetes import KubernetesRuntime
+from devex.infra.runtime.kubernetes.client import KubeError, is_transient
 from devex.infra.runtime.kubernetes.names import MANAGED_SELECTOR
+from devex.infra.runtime.kubernetes.runtime import (
+    FATAL_REASONS,
+    WAITING_REASONS,
+    diagnose,
+    explain_pod,
+)
 from devex.models import Repl
 from devex.templates_catalog import Catalog
 from devex.tokens import repl_key
@@ -191,27 +201,85 @@ def test_start_when_objects_already_exist_is_a_no_op(fake, runtime, repl, templa
     assert fake.names("pods", NS) == pods  # the running pod was left alone
 
 
-def test_start_patches_objects_that_differ(fake, settings, runtime, repl, template, events):
-    runtime.start(repl, template, events)
-    old_pod = fake.names("pods", NS)
-    # someone changed things by hand: a different image and an extra port
-    other = replace(template, image="ghcr.io/devex/runner-python:0.0.9", port=9090)
-    KubernetesRuntime(settings, api_client=fake.api_client()).start(repl, other, Events())
-    assert fake.get("deployments", NS, "repl-0123456789ab")["spec"]["template"]["spec"][
-        "containers"][0]["image"] == "ghcr.io/devex/runner-python:0.0.9"
+def older(template):
+    """The template as an earlier Devex version had it: another image and port."""
+    return replace(template, image="ghcr.io/devex/runner-python:0.0.9", port=9090)
+
+
+def deployment_state(fake):
+    """What must not change when a Deployment is kept: its whole spec and its pods."""
+    d = fake.get("deployments", NS, "repl-0123456789ab")
+    return d["spec"], d["metadata"]["uid"], d["metadata"]["generation"], fake.names("pods", NS)
+
+
+def test_start_converges_everything_but_an_existing_deployment(
+        fake, settings, runtime, repl, template, events):
+    KubernetesRuntime(settings, api_client=fake.api_client()).start(repl, older(template),
+                                                                    Events())
+    kept = deployment_state(fake)
     fake.reset_log()
 
-    runtime.start(repl, template, events)
+    result = runtime.start(repl, template, events)
 
-    assert fake.count("patch") == 4  # deployment, service, ingress, network policy
-    deployment = fake.get("deployments", NS, "repl-0123456789ab")
-    runner = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert runner["image"] == template.image
-    assert runner["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert result.url.endswith(f"/{repl.id}/")
+    patched = [r.path.rsplit("/", 2)[-2] for r in fake.requests if r.verb == "patch"]
+    assert sorted(patched) == ["ingresses", "networkpolicies", "services"]
+    assert deployment_state(fake) == kept  # same spec, same pod: its files are safe
+    assert containers_of(fake)["runner"]["image"] == "ghcr.io/devex/runner-python:0.0.9"
     assert fake.get("services", NS, "repl-0123456789ab")["spec"]["ports"][0]["port"] == 8080
     assert fake.get("services", NS, "repl-0123456789ab")["spec"]["clusterIP"]  # kept
-    assert fake.names("pods", NS) != old_pod  # the changed template rolled the pod
-    assert "Updated the existing Deployment" in events.text()
+    assert "An earlier runner is still there; reusing it as it is" in events.text()
+    assert "older spec" in events.text()
+    assert "Updated the existing Deployment" not in events.text()
+
+
+def containers_of(fake):
+    spec = fake.get("deployments", NS, "repl-0123456789ab")["spec"]["template"]["spec"]
+    return {c["name"]: c for c in spec["containers"]}
+
+
+def test_start_reuses_a_ready_earlier_pod_even_if_its_spec_is_older(
+        fake, settings, runtime, repl, template, events):
+    """A failed REPL whose stop could not save: its only copy of the files is in the pod.
+    Patching the Deployment would replace that pod (and here the new one never gets
+    Ready, which used to delete everything)."""
+    KubernetesRuntime(settings, api_client=fake.api_client()).start(repl, older(template),
+                                                                    Events())
+    kept = deployment_state(fake)
+    fake.pod_mode = "never-ready"  # any replacement pod would never be Ready
+
+    result = runtime.start(repl, template, events)
+
+    assert result.url == f"https://repl.example.com/{repl.id}/"
+    assert deployment_state(fake) == kept
+    assert fake.count("delete") == 0
+
+
+def test_start_failure_never_removes_an_earlier_deployment(fake, settings, repl, template,
+                                                           events):
+    # The earlier runner: its Deployment (older spec) and Secret exist, its pod is not Ready.
+    fake.pod_mode = "never-ready"
+    earlier = KubernetesRuntime(settings, api_client=fake.api_client())
+    for obj in earlier.objects(repl, older(template)):
+        if obj["kind"] in ("Deployment", "Secret"):
+            fake.put(RESOURCE[obj["kind"]], NS, obj)
+    kept = deployment_state(fake)
+    runtime = KubernetesRuntime(replace(settings, start_timeout=1), api_client=fake.api_client())
+    fake.reset_log()
+
+    with pytest.raises(RuntimeFailure, match="did not become ready"):
+        runtime.start(repl, template, events)
+
+    assert deployment_state(fake) == kept  # untouched: same spec, same pod
+    assert fake.names("secrets", NS) == ["repl-0123456789ab-runner"]
+    deleted = sorted(r.path.rsplit("/", 2)[-2] for r in fake.requests if r.verb == "delete")
+    assert deleted == ["ingresses", "networkpolicies", "services"]  # what this start made
+    assert fake.count("patch") == 0
+    assert "the earlier objects are kept" in events.text()
+
+
+RESOURCE = {"Deployment": "deployments", "Service": "services", "Ingress": "ingresses",
+            "NetworkPolicy": "networkpolicies", "Secret": "secrets"}
 
 
 def test_stop_when_everything_is_already_gone(fake, runtime, repl, events):
@@ -249,6 +317,7 @@ def test_stop_refuses_when_the_pod_is_missing_but_the_deployment_is_not(
         ("image-pull", "The image ghcr.io/devex/runner-python:0.1.0 could not be pulled."),
         ("unschedulable", "No node has room for this REPL"),
         ("crashloop", "The runner keeps crashing."),
+        ("invalid-image", "The image name ghcr.io/devex/runner-python:0.1.0 is not valid."),
     ],
 )
 def test_start_failure_is_readable_and_cleans_up(fake, settings, repl, template, events,
@@ -261,17 +330,155 @@ def test_start_failure_is_readable_and_cleans_up(fake, settings, repl, template,
 
     assert words in str(err.value)
     assert "Back-off" not in str(err.value)  # translated, not raw
+    if mode == "invalid-image":  # fatal: failed on the reason, not at the timeout
+        assert "not ready after" not in str(err.value)
     assert all(v == [] for v in objects_of(fake, repl.id).values())
     if mode != "never-ready":
         assert any(words in m for k, m in events if k == "start")
 
 
-def test_start_api_error_cleans_up(fake, runtime, repl, template, events):
-    fake.fail[("POST", "deployments")] = 403
+@pytest.mark.parametrize("status", [403, 422])
+def test_start_api_error_that_will_not_heal_is_final_and_cleans_up(
+        fake, runtime, repl, template, events, status):
+    fake.fail[("POST", "deployments")] = status
 
-    with pytest.raises(RuntimeFailure, match="create Deployment repl-0123456789ab failed"):
+    with pytest.raises(RuntimeFailure, match="create Deployment repl-0123456789ab failed "
+                                             f"\\({status} injected failure\\)"):
         runtime.start(repl, template, events)
     assert all(v == [] for v in objects_of(fake, repl.id).values())
+
+
+# -- transient API trouble: RuntimeUnavailable, nothing removed, the retry succeeds ----------
+@pytest.mark.parametrize(("method", "resource", "status"), [
+    ("POST", "deployments", 500),
+    ("POST", "services", 503),
+    ("POST", "ingresses", 429),
+    ("WATCH", "pods", 500),  # while waiting for Ready
+])
+def test_start_transient_api_error_keeps_everything_for_the_retry(
+        fake, runtime, repl, template, events, method, resource, status):
+    fake.fail[(method, resource)] = status
+
+    with pytest.raises(RuntimeUnavailable, match=f"unavailable.*{status}"):
+        runtime.start(repl, template, events)
+
+    assert fake.count("delete") == 0
+    made = objects_of(fake, repl.id)
+    del fake.fail[(method, resource)]
+    result = runtime.start(repl, template, events)  # what the job's retry does
+    assert result.url.endswith(f"/{repl.id}/")
+    assert all(len(v) == 1 for v in objects_of(fake, repl.id).values())
+    assert all(set(made[k]) <= set(v) for k, v in objects_of(fake, repl.id).items())
+
+
+def test_start_request_timeout_is_transient(fake, settings, repl, template, events):
+    runtime = KubernetesRuntime(replace(settings, k8s_request_timeout=1),
+                                api_client=fake.api_client())
+    fake.hang.add(("POST", "services"))  # never answered: the client's read timeout fires
+
+    with pytest.raises(RuntimeUnavailable, match="unavailable"):
+        runtime.start(repl, template, events)
+    assert fake.count("delete") == 0
+
+
+def refused_api_client():
+    with socket.socket() as s:  # a port nobody listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
+
+
+def test_refused_connection_is_transient_for_start_stop_and_delete(settings, repl, template,
+                                                                   events):
+    runtime = KubernetesRuntime(settings, api_client=refused_api_client())
+    with pytest.raises(RuntimeUnavailable, match="unavailable"):
+        runtime.start(repl, template, events)
+    with pytest.raises(RuntimeUnavailable, match="files not saved yet"):
+        runtime.stop(repl, events)
+    with pytest.raises(RuntimeUnavailable, match="unavailable"):
+        runtime.stop(repl, events, save=False)  # what the delete job calls
+
+
+@pytest.mark.parametrize(("method", "resource", "status"), [
+    ("GET", "pods", 500),  # finding the pod
+    ("PATCH", "pods", 503),  # adding the sync-up container
+    ("WATCH", "pods", 502),  # waiting for it
+])
+def test_stop_transient_api_error_while_saving_removes_nothing(
+        fake, runtime, repl, template, events, method, resource, status):
+    runtime.start(repl, template, events)
+    before = objects_of(fake, repl.id)
+    fake.fail[(method, resource)] = status
+    fake.reset_log()
+
+    with pytest.raises(RuntimeUnavailable, match="files not saved yet .nothing was removed"):
+        runtime.stop(repl, events)
+
+    assert fake.count("delete") == 0
+    assert objects_of(fake, repl.id) == before
+    del fake.fail[(method, resource)]
+    runtime.stop(repl, events)  # the retry saves with a fresh sync-up container
+    assert all(v == [] for v in objects_of(fake, repl.id).values())
+
+
+def test_stop_refused_sync_is_files_not_saved(fake, runtime, repl, template, events):
+    runtime.start(repl, template, events)
+    fake.fail[("PATCH", "pods")] = 403  # RBAC lacks pods/ephemeralcontainers
+    fake.reset_log()
+
+    with pytest.raises(FilesNotSaved, match="files not saved: .*403"):
+        runtime.stop(repl, events)
+    assert fake.count("delete") == 0
+
+
+def test_stop_transient_error_while_removing_is_retried(fake, runtime, repl, template, events):
+    runtime.start(repl, template, events)
+    fake.fail[("DELETE", "deployments")] = 503
+
+    with pytest.raises(RuntimeUnavailable, match="Files are saved, but removing"):
+        runtime.stop(repl, events)
+    assert fake.names("deployments", NS) == ["repl-0123456789ab"]
+
+    del fake.fail[("DELETE", "deployments")]
+    runtime.stop(repl, events)
+    assert all(v == [] for v in objects_of(fake, repl.id).values())
+
+
+def test_stop_lasting_error_while_removing_is_final(fake, runtime, repl, template, events):
+    runtime.start(repl, template, events)
+    fake.fail[("DELETE", "deployments")] = 403
+    with pytest.raises(RuntimeFailure, match="Files are saved, but removing"):
+        runtime.stop(repl, events)
+
+
+@pytest.mark.parametrize(("exc", "transient"), [
+    (KubeError("x", client.ApiException(status=500)), True),
+    (KubeError("x", client.ApiException(status=503)), True),
+    (KubeError("x", client.ApiException(status=429)), True),
+    (KubeError("x", client.ApiException(status=403)), False),
+    (KubeError("x", client.ApiException(status=422)), False),
+    (client.ApiException(status=504), True),
+    (urllib3.exceptions.ReadTimeoutError(None, "/", "timed out"), True),
+    (urllib3.exceptions.MaxRetryError(None, "/"), True),
+    (TimeoutError(), True),
+])
+def test_transient_classification(exc, transient):
+    assert is_transient(exc) is transient
+
+
+# -- one table drives the words and what is fatal --------------------------------------------
+@pytest.mark.parametrize("reason", sorted(WAITING_REASONS))
+def test_waiting_reasons_table_drives_words_and_fatality(reason):
+    pod = {"status": {"phase": "Pending", "containerStatuses": [{
+        "name": "runner", "image": "img:1",
+        "state": {"waiting": {"reason": reason, "message": "kubelet says no"}}}]}}
+    words, fatal = diagnose(pod)
+    template, table_fatal = WAITING_REASONS[reason]
+    assert words == template.format(image="img:1", which="The runner",
+                                    message="kubelet says no")
+    assert explain_pod(pod) == words
+    assert fatal is table_fatal is (reason in FATAL_REASONS)
+    assert diagnose({"status": {"phase": "Running"}}) == (None, False)
 
 
 def test_list_managed_finds_every_repl_object_by_label(fake, runtime, template, events):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from devex.infra import keys
 from devex.models import Status
 from tests.support.auth_helpers import (
     OTHER,
@@ -23,9 +24,34 @@ from tests.support.auth_helpers import (
 CREATE = {"name": "x", "template": "python", "start": False}
 
 
-def redis_state(app):
+# RQ's own bookkeeping, sessions, and the rate-limit counters (the tests that need them
+# look at them on their own).
+NOT_STATE = (b"rq:", keys.SESSION_PREFIX.encode(), keys.RATE_LIMIT_PREFIX.encode(), b"LIMITS:")
+
+
+def redis_state(app) -> dict:
+    """Every key of the app's Redis with its full contents (and whether it expires), so a
+    refused call that changed one field of one REPL is caught, not only a new key."""
     r = app.extensions["devex"].components.redis
-    return {k: r.type(k) for k in r.keys("*") if not k.startswith((b"rq:", b"session:"))}
+    state = {}
+    for key in r.keys("*"):
+        if key.startswith(NOT_STATE):
+            continue
+        kind = r.type(key).decode()
+        if kind == "string":
+            value = r.get(key)
+        elif kind == "hash":
+            value = r.hgetall(key)
+        elif kind == "zset":
+            value = r.zrange(key, 0, -1, withscores=True)
+        elif kind == "list":
+            value = r.lrange(key, 0, -1)
+        elif kind == "set":
+            value = sorted(r.smembers(key))
+        else:
+            raise AssertionError(f"redis_state does not know {kind} keys ({key!r})")
+        state[key] = (kind, value, r.ttl(key) > 0)
+    return state
 
 
 @pytest.fixture
@@ -33,6 +59,23 @@ def app(data_dir):
     app = make_app(data_dir)
     add_users(app)
     return app
+
+
+def test_redis_state_sees_a_changed_field(app):
+    """The helper the tests below rely on: any change of contents shows, not only new keys."""
+    repl_id = create_repl(app, OWNER[0], status=Status.STOPPED)
+    r = app.extensions["devex"].components.redis
+    before = redis_state(app)
+    assert before == redis_state(app)  # reading changes nothing
+    meta = next(k for k in before if before[k][0] == "hash" and repl_id.encode() in k)
+    r.hset(meta, "name", "renamed")
+    assert redis_state(app) != before
+    r.hset(meta, "name", before[meta][1][b"name"])
+    assert redis_state(app) == before
+    zset = next(k for k, v in before.items() if v[0] == "zset")
+    member, score = before[zset][1][0]
+    r.zadd(zset, {member: score + 1})
+    assert redis_state(app) != before
 
 
 # -- CSRF ----------------------------------------------------------------------------------

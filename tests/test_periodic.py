@@ -27,11 +27,29 @@ def test_reconcile_marks_a_vanished_runner_failed_and_start_recovers(app, api, b
     os.killpg(record["pid"], signal.SIGKILL)  # the runner crashes
     os.waitpid(record["pid"], 0)
 
-    assert periodic.reconcile() == {"orphans": [], "vanished": [repl_id]}
+    assert periodic.reconcile() == {"orphans": [], "vanished": [repl_id], "resumed": []}
     failed = api.repl(repl_id).json
     assert failed["status"] == "failed" and "stopped unexpectedly" in failed["error"]
     assert api.post(f"/api/repl/{repl_id}/start").status_code == 202
     api.wait_status(repl_id, "running")
+
+
+def test_reconcile_resumes_a_repl_stuck_mid_change(app, api, bound, monkeypatch):
+    """A start whose job was lost (worker killed): reconcile enqueues it again once the
+    REPL has not moved for a while, and it completes."""
+    bound_worker = app.extensions["devex"].worker
+    bound_worker.stop()
+    repl_id = api.post("/api/repl/create", json={"name": "stuck", "template": "bash",
+                                                 "start": False}).json["repl"]["id"]
+    bound.jobs.queue.empty()  # the create job is lost
+    assert periodic.reconcile()["resumed"] == []  # too recent to call stuck
+    monkeypatch.setattr(periodic, "STUCK_AFTER", 0)
+    assert periodic.reconcile()["resumed"] == [repl_id]
+    assert [j.func_name for j in bound.jobs.queue.jobs] == ["jobs.repl.create"]
+    from jobs import repl as repl_jobs
+
+    assert repl_jobs.create(repl_id) == "stopped"
+    assert "resume" in [e.kind for e in bound.store.events(repl_id)]
 
 
 def test_reconcile_reports_runtime_objects_without_a_repl_and_keeps_them(app, bound):

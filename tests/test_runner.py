@@ -24,6 +24,7 @@ from devex import tokens
 from devex.infra.storage.base import StorageError, SyncReport
 from runner import cli
 from runner.server import normalize_base_path
+from tests.support.tampering import tamper
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "core-secret-for-tests"
@@ -269,7 +270,7 @@ def test_api_requires_an_ide_token_for_this_repl(tree, tmp_path):
         other_repl = tokens.sign(tokens.repl_key(SECRET, "r2"), "r2", tokens.IDE_SCOPE)
         other_id_same_key = tokens.sign(key, "r2", tokens.IDE_SCOPE)
         runner_scope = tokens.sign(key, "r1", tokens.RUNNER_SCOPE)
-        tampered = valid[:-2] + ("AA" if not valid.endswith("AA") else "BB")
+        tampered = tamper(valid)
 
         assert requests.get(runner.url + "healthz", timeout=5).status_code == 200
         refused = requests.get(url, timeout=5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -50,22 +51,24 @@ def fuzz(tmp_path_factory):
     client = app.test_client()
     me = client.post("/auth/local").json
     # A REPL of our own, so id-taking operations also meet an existing one.
-    client.post("/api/repl/create", json={"name": "seed", "template": "bash"},
-                headers={"X-CSRF-Token": me["csrf_token"]})
+    seed = client.post("/api/repl/create", json={"name": "seed", "template": "bash"},
+                       headers={"X-CSRF-Token": me["csrf_token"]}).json["repl"]["id"]
     headers = {"Cookie": f"session={client.get_cookie('session').value}",
                "X-CSRF-Token": me["csrf_token"]}
-    return schemathesis.openapi.from_wsgi("/api/openapi.json", app), headers
+    return schemathesis.openapi.from_wsgi("/api/openapi.json", app), headers, seed
 
 
 @pytest.mark.parametrize("method, path", operations())
 def test_operation_conforms_to_the_openapi_document(fuzz, method, path):
-    schema, headers = fuzz
+    schema, headers, seed = fuzz
     operation = schema[path][method]
 
-    @given(case=operation.as_strategy())
+    @given(case=operation.as_strategy(), use_seed=st.booleans())
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
               database=None)
-    def run(case):
+    def run(case, use_seed):
+        if use_seed and "repl_id" in (case.path_parameters or {}):
+            case.path_parameters["repl_id"] = seed  # an existing REPL, not only 404s
         case.call_and_validate(headers=headers, checks=CHECKS)
 
     run()

@@ -13,7 +13,6 @@ from flask import (
     g,
     make_response,
     redirect,
-    render_template_string,
     request,
     session,
     url_for,
@@ -25,6 +24,7 @@ from oauthlib.oauth2 import InsecureTransportError, OAuth2Error, TokenExpiredErr
 
 from devex import security
 from devex.config import Settings
+from devex.dashboard_helpers import LOGIN_ERRORS
 from devex.errorhandlers import body
 from devex.models import User
 
@@ -40,6 +40,10 @@ class _GitHubSession(OAuth2Session):
     e.g. scopes granted earlier); oauthlib calls that a scope change and raises. The
     scopes we need are checked by using them, so the token is accepted."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_compliance_hook("access_token_response", _token_answer_is_usable)
+
     def fetch_token(self, *args, **kwargs):
         kwargs.setdefault("timeout", current_app.extensions["devex_auth"].settings.github_timeout)
         try:
@@ -51,6 +55,21 @@ class _GitHubSession(OAuth2Session):
             self.token = dict(token)
             self._client.populate_token_attributes(self.token)
             return self.token
+
+
+class GitHubUnusable(requests.RequestException):
+    """GitHub answered, but with an error of its own (5xx) or a web page (a proxy's)."""
+
+
+def _token_answer_is_usable(response: requests.Response) -> requests.Response:
+    """GitHub's token endpoint answers OAuth errors with 200 and a JSON (or form) body; a
+    5xx or an HTML page is GitHub, or a proxy before it, not answering: as if unreachable
+    (otherwise oauthlib would call it a refused login)."""
+    if response.status_code >= 500:
+        raise GitHubUnusable(f"the token endpoint answered {response.status_code}")
+    if "html" in response.headers.get("Content-Type", "").lower():
+        raise GitHubUnusable("the token endpoint answered a web page, not a token")
+    return response
 
 
 def init_github(app: APIFlask, settings: Settings) -> None:
@@ -97,20 +116,15 @@ def init_github(app: APIFlask, settings: Settings) -> None:
 
 
 def _refusal(status: int, code: str, message: str):
-    """A readable refusal: a small page for browsers, the contract's JSON for the rest."""
+    """A readable refusal: browsers go back to the login page, which shows the fixed text
+    for ``code``; JSON callers get the contract's JSON with ``status``."""
+    if code not in LOGIN_ERRORS:  # the login page knows only these
+        raise ValueError(f"unknown login error code {code!r}")
     # A Response object (not a tuple): flask-dance passes on only those from its signals.
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     if best == "application/json":
         return make_response(body(code, message), status)
-    page = render_template_string(_REFUSAL_PAGE, message=message, login=url_for("github.login"))
-    return make_response(page, status, {"Content-Type": "text/html; charset=utf-8"})
-
-
-_REFUSAL_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Devex: not logged in</title></head>
-<body><main><h1>Not logged in</h1><p>{{ message }}</p>
-<p><a href="{{ login }}">Log in with GitHub</a></p></main></body></html>
-"""
+    return redirect(url_for("dashboard.login", error=code))
 
 
 def _oauth_failed(error: OAuth2Error):

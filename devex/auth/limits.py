@@ -33,7 +33,7 @@ def init_limiter(app: APIFlask, settings: Settings) -> Limiter:
     """flask-limiter's storage (Redis in cluster mode, memory when embedded) and strategy,
     checked per user for the endpoints in ``RATE_LIMITED``. The check runs as an app hook
     (the REPL views are registered after this), after authentication and CSRF, and before
-    the view parses or changes anything."""
+    the view parses or changes anything; anonymous calls are left to the views' own auth."""
     storage = settings.rate_limit_storage_url or settings.redis_url or "memory://"
     # endpoint -> (bucket, limits): the API and the dashboard share one bucket per action.
     limits: dict[str, tuple[str, list[RateLimitItem]]] = {}
@@ -58,7 +58,11 @@ def init_limiter(app: APIFlask, settings: Settings) -> Limiter:
         bucket, items = limits.get(request.endpoint or "", ("", []))
         if not items or request.method == "OPTIONS":
             return None
-        actor = security.require_actor()  # 401/403 first: refused calls cost nothing
+        if security.current_actor() is None:
+            # Nobody (or a refused token): the view's own auth answers (the API with 401,
+            # the dashboard with the login redirect), and the call costs nothing.
+            return None
+        actor = security.require_actor()  # CSRF first: refused calls cost nothing
         for item in items:
             parts = (keys.RATE_LIMIT_PREFIX, f"user:{actor.id}", bucket)
             if not limiter.limiter.hit(item, *parts):

@@ -6,8 +6,8 @@ from apiflask import APIBlueprint
 from flask import request
 
 from devex import schemas
-from devex.errors import NotFound
-from devex.security import Unauthorized, devex, require_actor
+from devex.errors import NotFound, Unauthorized
+from devex.security import devex, require_actor
 from devex.tokens import RUNNER_SCOPE, TokenError, repl_key, verify
 
 bp = APIBlueprint("api", __name__, url_prefix="/api", tag="REPLs")

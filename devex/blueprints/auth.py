@@ -4,13 +4,16 @@ while ``DEVEX_AUTH=local``. Logging out deletes the server-side session."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from apiflask import APIBlueprint
 from flask import redirect, request, url_for
 
 from devex import schemas
-from devex.errors import NotFound
+from devex.errors import NotFound, Unauthorized
 from devex.models import User
-from devex.security import Unauthorized, check_csrf, csrf_token, current_actor, devex, login, logout
+from devex.redirects import safe_next
+from devex.security import check_csrf, csrf_token, current_actor, devex, login, logout
 
 bp = APIBlueprint("auth", __name__, url_prefix="/auth", tag="Authentication")
 
@@ -24,12 +27,13 @@ LOCAL_USER = User(id="local", login="local", name="Local user")
     responses={404: "Not in local mode"},
 )
 def local_login():
-    if devex().settings.auth_mode != "local":
+    # The single local user is for the person at this machine: loopback callers only.
+    if devex().settings.auth_mode != "local" or not _loopback(request.remote_addr):
         raise NotFound("Local login is disabled.")
     user = devex().components.store.upsert_user(LOCAL_USER)
     login(user.id)
     if _from_form():
-        return redirect(_safe_next())
+        return redirect(safe_next(request.form.get("next") or request.args.get("next")))
     return _me()
 
 
@@ -41,25 +45,20 @@ def logout_view():
         check_csrf()
     logout()
     if _from_form():
-        return redirect(url_for("auth.login_page") if "auth.login_page" in _endpoints() else "/")
+        return redirect(safe_next(request.form.get("next"), default=url_for("dashboard.login")))
     return {"ok": True}
+
+
+def _loopback(address: str | None) -> bool:
+    try:
+        return ipaddress.ip_address(address or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _from_form() -> bool:
     """A plain HTML form post (the dashboard without JavaScript) wants a redirect."""
     return request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data")
-
-
-def _safe_next() -> str:
-    target = request.form.get("next") or request.args.get("next") or "/"
-    # Only local paths: never an open redirect.
-    return target if target.startswith("/") and not target.startswith("//") else "/"
-
-
-def _endpoints() -> set[str]:
-    from flask import current_app
-
-    return set(current_app.view_functions)
 
 
 @bp.get("/me")
@@ -73,18 +72,12 @@ def me():
 
 def _me() -> dict:
     actor = current_actor()
-    user = devex().components.store.get_user(actor.id) if actor else None
-    if user is None:
-        # login() just happened in this request: g has no actor yet.
-        from flask import session
-
-        user = devex().components.store.get_user(session["uid"])
-    admins = {a.lower() for a in devex().settings.admins}
+    user = devex().components.store.get_user(actor.id)
     return {
         "id": user.id,
         "login": user.login,
         "name": user.name or user.login,
         "avatar_url": user.avatar_url,
-        "is_admin": user.login.lower() in admins,
+        "is_admin": actor.is_admin,
         "csrf_token": csrf_token(),
     }

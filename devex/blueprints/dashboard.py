@@ -8,16 +8,17 @@ API would use (404 for another user's REPL, 409, 429).
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from apiflask import APIBlueprint
 from flask import Response, get_flashed_messages, redirect, render_template, request, url_for
 
 from devex import dashboard_helpers as h
-from devex.dashboard_helpers import STOP_POLLING, htmx, safe_next
-from devex.errors import DevexError, NotFound
+from devex.dashboard_helpers import STOP_POLLING, htmx
+from devex.errors import DevexError, Forbidden, NotFound
 from devex.models import Repl, Status
-from devex.security import Forbidden, auth_ext, check_csrf, csrf_token, current_actor, devex
+from devex.redirects import safe_next
+from devex.security import auth_ext, check_csrf, csrf_token, current_actor, devex
 
 bp = APIBlueprint("dashboard", __name__, enable_openapi=False)
 
@@ -32,13 +33,43 @@ def _authenticate():
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if current_actor() is None:
-        target = url_for("dashboard.login", next=request.full_path.rstrip("?"))
+        target = url_for("dashboard.login", next=_return_to())
         if htmx():
             # htmx follows this header with a full page load instead of swapping the reply.
             return Response(status=401, headers={"HX-Redirect": target})
         return redirect(target)
     check_csrf()  # before anything changes: 403 for a POST without the form's token
     return None
+
+
+def _return_to() -> str:
+    """Where to come back to after logging in: the page asked for, for a plain GET. For an
+    action (a POST-only URL) or an htmx partial, the page the person was on (htmx's
+    ``HX-Current-URL``, else the Referer) if it is on this site, else the list."""
+    hx = htmx()
+    if request.method == "GET" and not hx:
+        return safe_next(request.full_path.rstrip("?"))
+    for page in (hx.current_url if hx.request else None, request.referrer):
+        local = _local_path(page)
+        if local is not None:
+            return local
+    return "/"
+
+
+def _local_path(url: str | None) -> str | None:
+    """The path (and query) of ``url`` if it is a page of this site, else None."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme or parts.netloc:
+        if (parts.scheme, parts.netloc) != (request.scheme, request.host):
+            return None
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    checked = safe_next(target, default="")
+    return checked or None
 
 
 @bp.app_context_processor  # also for error pages rendered outside the blueprint
@@ -78,8 +109,9 @@ def login():
     nxt = safe_next(request.args.get("next"))
     if current_actor() is not None:
         return redirect(nxt)
-    # The OAuth callback sends people back here with ?error=<what went wrong>.
-    error = (request.args.get("error") or "").strip()[:300] or None
+    # The OAuth callback sends people back here with ?error=<code>: only fixed texts are
+    # shown (an unknown code gets a generic one), never what the query string says.
+    error = h.login_error_message(request.args.get("error"))
     return render_template(
         "login.html", next=nxt, error=error, messages=get_flashed_messages(with_categories=True)
     )
@@ -134,10 +166,17 @@ def _blank_form() -> dict:
 @bp.get("/repls/<repl_id>")
 def detail(repl_id: str):
     actor = current_actor()
-    repl = devex().repls.get(actor, repl_id)
-    events = devex().repls.events(actor, repl_id)
     hx = htmx()
-    if hx and hx.target == "repl-detail":
+    polling = bool(hx) and hx.target == "repl-detail"
+    try:
+        repl = devex().repls.get(actor, repl_id)
+        events = devex().repls.events(actor, repl_id)
+    except NotFound:
+        if polling:
+            # Deleted while the page watched it: back to the list (and stop polling).
+            return "", STOP_POLLING, {"HX-Redirect": url_for("dashboard.index")}
+        raise
+    if polling:
         status = 200 if h.is_transitional(repl) else STOP_POLLING
         return render_template("_detail.html", repl=repl, events=events), status
     return render_template("repl_detail.html", repl=repl, events=events)
@@ -208,10 +247,11 @@ def confirm(repl_id: str):
 
 @bp.post("/repls/<repl_id>/open")
 def open_repl(repl_id: str):
-    """Opens the IDE: a short-lived token for this REPL's runner, handed over in the URL
-    (the runner's page keeps it for the tab and removes it from the address bar)."""
+    """Opens the IDE: a short-lived token for this REPL's runner, handed over in the URL's
+    fragment, which browsers never send to a server (so no proxy or access log sees it);
+    the runner's page keeps it for the tab and removes it from the address bar."""
     session = devex().repls.ide_session(current_actor(), repl_id)
-    return redirect(f"{session['url']}?{urlencode({'token': session['token']})}", code=303)
+    return redirect(f"{session['url']}#{urlencode({'token': session['token']})}", code=303)
 
 
 # -- personal tokens ---------------------------------------------------------------------

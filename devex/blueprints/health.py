@@ -48,12 +48,9 @@ def _probe(fn, errors) -> str:
 def metrics():
     registry = CollectorRegistry()
     gauge = Gauge("devex_repls", "REPLs by status", ["status"], registry=registry)
-    store = devex().components.store
     counts = {s.value: 0 for s in Status}
-    for repl_id in store.list_ids():
-        repl = store.get(repl_id)
-        if repl is not None:
-            counts[repl.status.value] += 1
+    for repl in devex().components.store.list_all():
+        counts[repl.status.value] += 1
     for status, n in counts.items():
         gauge.labels(status=status).set(n)
     return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import redis
 
+from devex.infra import keys
+
 log = logging.getLogger(__name__)
-SKIP_PREFIXES = (b"rq:", b"replLock:")  # RQ's pickles; locks of jobs that died with us
+# RQ's pickles, and locks of jobs that died with the process.
+SKIP_PREFIXES = (b"rq:", keys.repl_lock("").encode())
 
 
 def _b(data: bytes) -> str:

@@ -15,83 +15,11 @@ import redis
 
 from devex.errors import Conflict, LockBusy, NotFound, QuotaExceeded, TransitionRefused
 from devex.infra import keys
-from devex.models import Event, Repl, Status, User, allowed_sources, utcnow
+from devex.infra import store_scripts as scripts
+from devex.models import Desired, Event, Repl, Status, User, allowed_sources, utcnow
 
 EVENTS_KEPT = 200
-
-# KEYS: meta, userRepls, names, allRepls.  ARGV: lname, id, quota, score, then field pairs.
-_CREATE = """
-if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 'name_taken' end
-if tonumber(ARGV[3]) >= 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  return 'quota'
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
-return 'ok'
-"""
-
-# KEYS: meta, activeSession, runningIndex.
-# ARGV: target status ('' = keep), allowed sources (space separated, '' = any),
-#       session mode (keep|set|del), epoch, field count n, n field pairs, session pairs.
-_TRANSITION = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'missing', ''} end
-if ARGV[2] ~= '' then
-  local ok = false
-  for s in string.gmatch(ARGV[2], '%S+') do if s == status then ok = true end end
-  if not ok then return {'refused', status} end
-end
-local n = tonumber(ARGV[5])
-for i = 6, 5 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if ARGV[1] ~= '' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[1])
-  local id = redis.call('HGET', KEYS[1], 'id')
-  if ARGV[1] == 'running' then
-    redis.call('ZADD', KEYS[3], ARGV[4], id)
-  elseif ARGV[1] ~= 'stopping' and ARGV[1] ~= 'failed' then
-    redis.call('ZREM', KEYS[3], id)
-  end
-end
-if ARGV[3] == 'del' then
-  redis.call('DEL', KEYS[2])
-elseif ARGV[3] == 'set' then
-  for i = 6 + 2 * n, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-end
-return {'ok', status}
-"""
-
-# KEYS: a sorted set of REPL ids (userRepls or allRepls).  Returns every REPL hash, newest
-# first, in one round trip. (It reads replMeta keys it is not given: fine on one Redis
-# server, which is what Devex uses; a Redis Cluster would need hash tags.)
-_LIST = """
-local ids = redis.call('ZREVRANGE', KEYS[1], 0, -1)
-local out = {}
-for i, id in ipairs(ids) do out[i] = redis.call('HGETALL', 'replMeta:' .. id) end
-return out
-"""
-
-# KEYS: meta, userRepls, names, allRepls, runningIndex, session, events.  ARGV: id.
-_DELETE = """
-local owner = redis.call('HGET', KEYS[1], 'owner_id')
-if not owner then return 0 end
-local name = redis.call('HGET', KEYS[1], 'name')
-if name and redis.call('HGET', KEYS[3], string.lower(name)) == ARGV[1] then
-  redis.call('HDEL', KEYS[3], string.lower(name))
-end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('DEL', KEYS[1], KEYS[6], KEYS[7])
-return 1
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+META_PREFIX = keys.repl_meta("")
 
 
 def _decode(value):
@@ -112,14 +40,18 @@ class ReplStore:
 
     def __init__(self, connection: redis.Redis):
         self.redis = connection
-        self._create = connection.register_script(_CREATE)
-        self._transition = connection.register_script(_TRANSITION)
-        self._list = connection.register_script(_LIST)
-        self._delete = connection.register_script(_DELETE)
-        self._release = connection.register_script(_RELEASE)
+        self._create = connection.register_script(scripts.CREATE)
+        self._transition = connection.register_script(scripts.TRANSITION)
+        self._list = connection.register_script(scripts.LIST)
+        self._delete = connection.register_script(scripts.DELETE)
+        self._touch = connection.register_script(scripts.TOUCH)
+        self._add_event = connection.register_script(scripts.ADD_EVENT)
+        self._release = connection.register_script(scripts.RELEASE)
 
     # -- REPLs -------------------------------------------------------------------------
-    def create(self, repl: Repl, *, quota: int = -1) -> None:
+    def create(self, repl: Repl, *, quota: int = -1, max_active: int = -1) -> None:
+        """Record a new REPL: unique name (ignoring case), at most ``quota`` REPLs, and,
+        when it is to start, at most ``max_active`` running ones — all in one step."""
         result = _decode(
             self._create(
                 keys=[
@@ -128,7 +60,15 @@ class ReplStore:
                     keys.user_repl_names(repl.owner_id),
                     keys.ALL_REPLS,
                 ],
-                args=[name_key(repl.name), repl.id, quota, time.time(), *_flatten(repl.to_hash())],
+                args=[
+                    name_key(repl.name),
+                    repl.id,
+                    quota,
+                    time.time(),
+                    max_active if repl.desired == Desired.RUNNING else -1,
+                    META_PREFIX,
+                    *_flatten(repl.to_hash()),
+                ],
             )
         )
         if result == "name_taken":
@@ -138,6 +78,8 @@ class ReplStore:
                 f"You have reached your limit of {quota} REPLs; delete one first.",
                 headers={"Retry-After": "60"},
             )
+        if result == "running_quota":
+            raise running_quota_exceeded(max_active)
         if result != "ok":
             raise Conflict("That REPL id is already in use.")
 
@@ -154,20 +96,15 @@ class ReplStore:
         return repl
 
     def list_for_user(self, user_id: str) -> list[Repl]:
-        rows = self._list(keys=[keys.user_repls(user_id)])
+        rows = self._list(keys=[keys.user_repls(user_id)], args=[META_PREFIX])
         return [Repl.from_hash(_pairs_to_dict(row)) for row in rows if row]
 
     def list_all(self) -> list[Repl]:
-        rows = self._list(keys=[keys.ALL_REPLS])
+        rows = self._list(keys=[keys.ALL_REPLS], args=[META_PREFIX])
         return [Repl.from_hash(_pairs_to_dict(row)) for row in rows if row]
 
     def list_ids(self) -> list[str]:
         return [_decode(x) for x in self.redis.zrange(keys.ALL_REPLS, 0, -1)]
-
-    def count_running(self, user_id: str) -> int:
-        return sum(
-            1 for r in self.list_for_user(user_id) if r.status in (Status.STARTING, Status.RUNNING)
-        )
 
     def transition(
         self,
@@ -178,26 +115,39 @@ class ReplStore:
         fields: dict[str, str | None] | None = None,
         session: dict[str, str] | None = None,
         clear_session: bool = False,
+        max_active: int = -1,
+        owner_id: str = "",
     ) -> Status:
-        """Move a REPL to ``target`` if its status allows it; returns the previous status.
-
-        ``allowed`` defaults to the transition table's sources for ``target``. With
-        ``target=None`` only ``fields`` change, still guarded by ``allowed``.
-        """
-        if allowed is None:
-            allowed = allowed_sources(target) if target is not None else ()
+        """Move a REPL to ``target`` if the transition table allows it from its current
+        status; returns the previous status. ``allowed`` may only narrow the table's
+        sources. With ``target=None`` only ``fields`` change (guarded by ``allowed``, any
+        status when None). With ``max_active`` >= 0 the change is refused (429) when the
+        owner (``owner_id``) already has that many REPLs starting or running."""
+        if fields and "status" in fields:
+            raise ValueError("status changes only through the transition table")
+        if target is not None:
+            sources = allowed_sources(target)
+            allowed = sources if allowed is None else [s for s in allowed if s in sources]
+        guard = "*" if allowed is None else " ".join(s.value for s in allowed)
         fields = dict(fields or {})
         fields["updated_at"] = utcnow()
         flat_fields = _flatten({k: "" if v is None else str(v) for k, v in fields.items()})
         mode = "del" if clear_session else ("set" if session else "keep")
         result = self._transition(
-            keys=[keys.repl_meta(repl_id), keys.active_session(repl_id), keys.RUNNING_INDEX],
+            keys=[
+                keys.repl_meta(repl_id),
+                keys.active_session(repl_id),
+                keys.RUNNING_INDEX,
+                keys.user_repls(owner_id),
+            ],
             args=[
                 target.value if target is not None else "",
-                " ".join(s.value for s in allowed),
+                guard,
                 mode,
                 time.time(),
                 len(fields),
+                max_active if owner_id else -1,
+                META_PREFIX,
                 *flat_fields,
                 *_flatten(session or {}),
             ],
@@ -210,10 +160,13 @@ class ReplStore:
                 f"The REPL is {previous}; it cannot be {_verb(target)} now.",
                 code="invalid_state",
             ).with_status(Status(previous))
+        if outcome == "running_quota":
+            raise running_quota_exceeded(max_active)
         return Status(previous)
 
     def set_fields(self, repl_id: str, **fields: str | None) -> None:
-        self.transition(repl_id, None, allowed=(), fields=fields)
+        """Change fields (never the status) of a REPL in any status."""
+        self.transition(repl_id, None, fields=fields)
 
     def delete(self, repl: Repl) -> bool:
         return bool(
@@ -231,16 +184,23 @@ class ReplStore:
             )
         )
 
+    def get_field(self, repl_id: str, name: str) -> str | None:
+        return _decode(self.redis.hget(keys.repl_meta(repl_id), name))
+
+    def is_locked(self, repl_id: str) -> bool:
+        return bool(self.redis.exists(keys.repl_lock(repl_id)))
+
     def session(self, repl_id: str) -> dict[str, str]:
         raw = self.redis.hgetall(keys.active_session(repl_id))
         return {_decode(k): _decode(v) for k, v in raw.items()}
 
-    def touch_activity(self, repl_id: str) -> None:
-        now = utcnow()
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.repl_meta(repl_id), "last_activity_at", now)
-        pipe.zadd(keys.RUNNING_INDEX, {repl_id: time.time()}, xx=True)
-        pipe.execute()
+    def touch_activity(self, repl_id: str) -> bool:
+        """Record activity of a running REPL; False (nothing written) for any other."""
+        return bool(
+            self._touch(
+                keys=[keys.repl_meta(repl_id), keys.RUNNING_INDEX], args=[utcnow(), time.time()]
+            )
+        )
 
     def idle_since(self, cutoff_epoch: float) -> list[str]:
         """Running REPLs whose last activity (or start) is older than the cutoff."""
@@ -249,10 +209,10 @@ class ReplStore:
     # -- events ------------------------------------------------------------------------
     def add_event(self, repl_id: str, kind: str, message: str, actor: str = "system") -> Event:
         event = Event(at=utcnow(), kind=kind, message=message, actor=actor)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.rpush(keys.repl_events(repl_id), event.to_json())
-        pipe.ltrim(keys.repl_events(repl_id), -EVENTS_KEPT, -1)
-        pipe.execute()
+        self._add_event(
+            keys=[keys.repl_meta(repl_id), keys.repl_events(repl_id)],
+            args=[event.to_json(), EVENTS_KEPT],
+        )
         return event
 
     def events(self, repl_id: str) -> list[Event]:
@@ -303,6 +263,13 @@ class ReplStore:
         if not raw:
             return None
         return User.from_hash({_decode(k): _decode(v) for k, v in raw.items()})
+
+
+def running_quota_exceeded(limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"You may run at most {limit} REPLs at once; stop one first.",
+        headers={"Retry-After": "60"},
+    )
 
 
 def _flatten(mapping: dict[str, str]) -> list[str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from devex import tokens
-from devex.errors import InvalidInput, NotFound, QuotaExceeded, TransitionRefused
+from devex.errors import InvalidInput, NotFound, TransitionRefused
 from devex.models import Desired, Event, Repl, Status, utcnow
 from devex.wiring import Components
 
@@ -96,8 +96,6 @@ class ReplService:
                 f"Unknown template; choose one of: {', '.join(self.c.catalog.ids())}.",
                 code="invalid_template",
             )
-        if start:
-            self._check_running_quota(actor)
         now = utcnow()
         repl_id = new_repl_id()
         repl = Repl(
@@ -112,7 +110,8 @@ class ReplService:
             created_at=now,
             updated_at=now,
         )
-        self.store.create(repl, quota=self.c.settings.quota_repls)
+        settings = self.c.settings
+        self.store.create(repl, quota=settings.quota_repls, max_active=settings.quota_running)
         self.store.add_event(
             repl_id, "created", f"Created from the {template} template.", actor.login
         )
@@ -123,19 +122,24 @@ class ReplService:
         repl = self.get(actor, repl_id, as_admin=False)
         if repl.status in (Status.STARTING, Status.RUNNING):
             return Outcome(repl, None)
+        quota = {"max_active": self.c.settings.quota_running, "owner_id": repl.owner_id}
         if repl.status == Status.CREATING:
             # The create job starts it once the files are in place.
             self.store.transition(
-                repl_id, None, allowed=[Status.CREATING], fields={"desired": Desired.RUNNING.value}
+                repl_id,
+                None,
+                allowed=[Status.CREATING],
+                fields={"desired": Desired.RUNNING.value},
+                **quota,
             )
             return Outcome(self.store.require(repl_id), None)
-        self._check_running_quota(actor)
         try:
             self.store.transition(
                 repl_id,
                 Status.STARTING,
                 fields={"desired": Desired.RUNNING.value, "error": None},
                 session={"requested_at": utcnow()},
+                **quota,
             )
         except TransitionRefused as refused:
             if refused.current in (Status.STARTING, Status.RUNNING):
@@ -145,26 +149,24 @@ class ReplService:
         return Outcome(self.store.require(repl_id), self.c.jobs.enqueue("jobs.repl.start", repl_id))
 
     def stop(self, actor: Actor, repl_id: str, *, force: bool = False) -> Outcome:
-        repl = self.get(actor, repl_id)
-        if repl.status in (Status.STOPPED, Status.STOPPING) and not (
-            force and repl.status == Status.STOPPING
-        ):
+        """Stop, saving files; ``force`` stops without saving (owners only)."""
+        repl = self.get(actor, repl_id, as_admin=not force)
+        if repl.status == Status.STOPPED:
             return Outcome(repl, None)
         if repl.status == Status.CREATING:
             self.store.transition(
                 repl_id, None, allowed=[Status.CREATING], fields={"desired": Desired.STOPPED.value}
             )
             return Outcome(self.store.require(repl_id), None)
-        allowed = [Status.RUNNING, Status.STARTING, Status.FAILED]
-        if force:
-            allowed.append(Status.STOPPING)
+        fields = {"desired": Desired.STOPPED.value, "stop_force": "1" if force else ""}
         try:
-            self.store.transition(
-                repl_id,
-                Status.STOPPING,
-                allowed=allowed,
-                fields={"desired": Desired.STOPPED.value},
-            )
+            if repl.status == Status.STOPPING:
+                if not force:
+                    return Outcome(repl, None)
+                # A save that hangs can be overtaken by a force stop.
+                self.store.transition(repl_id, None, allowed=[Status.STOPPING], fields=fields)
+            else:
+                self.store.transition(repl_id, Status.STOPPING, fields=fields)
         except TransitionRefused as refused:
             if refused.current in (Status.STOPPED, Status.STOPPING):
                 return Outcome(self.store.require(repl_id), None)
@@ -174,36 +176,40 @@ class ReplService:
         job_id = self.c.jobs.enqueue("jobs.repl.stop", repl_id, force=force)
         return Outcome(self.store.require(repl_id), job_id)
 
+    def stop_idle(self, repl_id: str) -> Outcome:
+        """Stop (saving files) a REPL nobody used for the idle period."""
+        repl = self.store.require(repl_id)
+        self.store.add_event(repl_id, "idle", "No activity for the idle period; stopping.")
+        return self.stop(Actor(id=repl.owner_id, login="system"), repl_id)
+
     def delete(self, actor: Actor, repl_id: str) -> Outcome:
         repl = self.get(actor, repl_id, as_admin=False)
         if repl.status == Status.DELETING:
             return Outcome(repl, None)
-        self.store.transition(
-            repl_id,
-            Status.DELETING,
-            allowed=[s for s in Status if s != Status.DELETING],
-            fields={"desired": Desired.DELETED.value},
-        )
+        self.store.transition(repl_id, Status.DELETING, fields={"desired": Desired.DELETED.value})
         self.store.add_event(repl_id, "delete", "Delete requested.", actor.login)
         return Outcome(
             self.store.require(repl_id), self.c.jobs.enqueue("jobs.repl.delete", repl_id)
         )
 
-    def resume_interrupted(self) -> list[str]:
-        """Enqueue again the job of every REPL caught mid-change (after a restart that lost
-        the queue); the jobs are safe to run twice."""
-        jobs = {
-            Status.CREATING: "jobs.repl.create",
-            Status.STARTING: "jobs.repl.start",
-            Status.STOPPING: "jobs.repl.stop",
-            Status.DELETING: "jobs.repl.delete",
-        }
+    def resume_interrupted(self, quiet_for: float = 0) -> list[str]:
+        """Enqueue again the job of every REPL caught mid-change whose lock is free and
+        that has not changed for ``quiet_for`` seconds (its job was lost: a restart, a
+        worker killed mid-job, a failed enqueue). Jobs are safe to run twice."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=quiet_for)
         resumed = []
         for repl in self.store.list_all():
-            if repl.status in jobs:
-                self.store.add_event(repl.id, "resume", "Resuming after a restart.")
-                self.c.jobs.enqueue(jobs[repl.status], repl.id)
-                resumed.append(repl.id)
+            job = RESUME_JOBS.get(repl.status)
+            if job is None or _parse_time(repl.updated_at) > cutoff:
+                continue
+            if self.store.is_locked(repl.id):
+                continue  # a job is on it right now
+            kwargs = {}
+            if repl.status == Status.STOPPING:
+                kwargs["force"] = self.store.get_field(repl.id, "stop_force") == "1"
+            self.store.add_event(repl.id, "resume", "Resuming an interrupted change.")
+            self.c.jobs.enqueue(job, repl.id, **kwargs)
+            resumed.append(repl.id)
         return resumed
 
     # -- IDE and runner ----------------------------------------------------------------
@@ -230,20 +236,24 @@ class ReplService:
             self.store.touch_activity(repl_id)
 
     def runner_idle(self, repl_id: str) -> Outcome:
-        repl = self.store.get(repl_id)
-        if repl is None:
+        if self.store.get(repl_id) is None:
             raise NotFound("No such REPL.")
-        owner = Actor(id=repl.owner_id, login="runner", is_admin=True)
-        self.store.add_event(repl_id, "idle", "No activity for the idle period; stopping.")
-        return self.stop(owner, repl_id)
+        return self.stop_idle(repl_id)
 
-    def _check_running_quota(self, actor: Actor) -> None:
-        limit = self.c.settings.quota_running
-        if limit >= 0 and self.store.count_running(actor.id) >= limit:
-            raise QuotaExceeded(
-                f"You may run at most {limit} REPLs at once; stop one first.",
-                headers={"Retry-After": "60"},
-            )
+
+RESUME_JOBS = {
+    Status.CREATING: "jobs.repl.create",
+    Status.STARTING: "jobs.repl.start",
+    Status.STOPPING: "jobs.repl.stop",
+    Status.DELETING: "jobs.repl.delete",
+}
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def _plausible_id(repl_id: str) -> bool:

@@ -3,7 +3,8 @@
 Web side: ``/login/oauth/authorize`` (redirects straight back with ``code`` and ``state``,
 or with ``error=access_denied`` when ``deny`` is set) and ``/login/oauth/access_token``.
 API side under ``/api/v3`` (as GitHub Enterprise Server): ``/user`` and ``/user/orgs``.
-Tests change ``user``, ``orgs``, ``deny``, ``token_error`` and ``revoked`` as they go.
+Tests change ``user``, ``orgs``, ``deny``, ``token_error``, ``revoked`` and ``broken`` as they
+go; ``broken`` makes a path answer something that is not GitHub's (a proxy's 502 page, say).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class FakeGitHub:
     codes: dict[str, dict] = field(default_factory=dict)
     tokens: dict[str, dict] = field(default_factory=dict)  # access token -> user
     authorize_requests: list[dict] = field(default_factory=list)
+    # path -> (status, body, content type): answered instead of GitHub's own answer.
+    broken: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+
+    TOKEN_PATH = "/login/oauth/access_token"
+    USER_PATH = API_PREFIX + "/user"
 
     @property
     def api_url(self) -> str:
@@ -64,7 +70,10 @@ class FakeGitHub:
     def __call__(self, environ, start_response):
         request = Request(environ)
         path = request.path
-        if path == "/login/oauth/authorize":
+        if path in self.broken:
+            status, text, content_type = self.broken[path]
+            response = Response(text, status=status, content_type=content_type)
+        elif path == "/login/oauth/authorize":
             response = self._authorize(request)
         elif path == "/login/oauth/access_token" and request.method == "POST":
             response = self._access_token(request)

@@ -13,6 +13,11 @@ Deployment's template replaces its pod; deleting a Deployment deletes its pods. 
 ephemeral container terminates at once with ``sync_exit_code`` (None: it keeps running).
 Every request is logged in ``requests`` so tests can count API calls.
 
+Failure knobs: ``fail[(method, resource)] = status`` answers that status (a real ``Status``
+body; method "WATCH" targets only watches, "GET" both reads and watches), for
+``fail_times[(method, resource)]`` requests if set, else until removed; ``hang`` holds the
+matching requests unanswered until the server closes, so the client's timeout fires.
+
 Usage::
 
     with FakeKube() as kube:
@@ -49,7 +54,8 @@ _PATH = re.compile(
     r"/namespaces/(?P<ns>[^/]+)/(?P<res>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[a-z]+))?$"
 )
 
-POD_MODES = ("ready", "never-ready", "image-pull", "unschedulable", "crashloop")
+POD_MODES = ("ready", "never-ready", "image-pull", "unschedulable", "crashloop",
+             "invalid-image")
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,9 @@ class FakeKube:
         self.sync_message = ""
         self.watch_cap = 30.0
         self.fail: dict[tuple[str, str], int] = {}  # (method, resource) -> status to answer
+        self.fail_times: dict[tuple[str, str], int] = {}  # how many more times; absent: all
+        self.hang: set[tuple[str, str]] = set()  # (method, resource) left unanswered
+        self._released = threading.Event()
         self._rv = itertools.count(1)
         self._events: list[tuple[int, str, str, dict]] = []  # (rv, type, resource, obj)
         self._cond = threading.Condition()
@@ -191,6 +200,7 @@ class FakeKube:
         self._thread.start()
 
     def close(self) -> None:
+        self._released.set()
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -331,7 +341,13 @@ class FakeKube:
                 "PodScheduled", "False", reason="Unschedulable",
                 message="0/3 nodes are available: 3 Insufficient memory.")]}
             return
-        if mode == "image-pull":
+        if mode == "invalid-image":
+            status = {"phase": "Pending", "initContainerStatuses": init,
+                      "containerStatuses": containers(
+                          {"waiting": {"reason": "InvalidImageName",
+                                       "message": "couldn't parse image reference"}}, False)}
+            ready = "False"
+        elif mode == "image-pull":
             status = {"phase": "Pending", "initContainerStatuses": init,
                       "containerStatuses": containers(
                           {"waiting": {"reason": "ImagePullBackOff",
@@ -392,9 +408,23 @@ class FakeKube:
             return 404, _status(404, "NotFound", f"the server could not find {path}")
         res, ns, name, sub = m.group("res"), m.group("ns"), m.group("name"), m.group("sub")
         q = {k: v[0] for k, v in query.items()}
-        if (method, res) in self.fail:
-            code = self.fail[(method, res)]
-            return code, _status(code, "InternalError", "injected failure")
+        watching = method == "GET" and name is None and q.get("watch", "").lower() == "true"
+        keys = [("WATCH", res)] if watching else []
+        keys.append((method, res))
+        if any(k in self.hang for k in keys):
+            self._released.wait()
+            return 503, _status(503, "ServiceUnavailable", "the server is shutting down")
+        with self._cond:
+            key = next((k for k in keys if k in self.fail), None)
+            if key is not None:
+                code = self.fail[key]
+                if key in self.fail_times:
+                    self.fail_times[key] -= 1
+                    if self.fail_times[key] <= 0:
+                        del self.fail[key], self.fail_times[key]
+                reason = {429: "TooManyRequests", 403: "Forbidden", 422: "Invalid"}.get(
+                    code, "InternalError")
+                return code, _status(code, reason, "injected failure")
         with self._cond:
             try:
                 if method == "GET" and name is None:

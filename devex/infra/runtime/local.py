@@ -223,8 +223,8 @@ class LocalRuntime(Runtime):
                 f"{report.get('deleted', 0)} removed, "
                 f"{report.get('unchanged', 0)} unchanged.",
             )
-            for path, reason in report.get("skipped", []):
-                progress("files", f"Not saved: {path} ({reason})")
+            for skipped in report.get("skipped", []):
+                progress("files", f"Not saved: {skipped['path']} ({skipped['reason']})")
         shutil.rmtree(workspace)
 
     def is_running(self, repl: Repl) -> bool:

@@ -20,7 +20,6 @@ from devex.infra.storage.sync import (
     file_md5,
     validate_key,
     validate_prefix,
-    validate_scoped_prefix,
 )
 
 
@@ -86,11 +85,6 @@ class LocalStorage(SyncingStorage):
                     shutil.copyfile(self.root / obj.key, tmp)
         except OSError as exc:
             raise StorageError(f"copy {src!r} to {dst!r}: {exc.strerror or exc}") from exc
-        return len(objects)
-
-    def delete_prefix(self, prefix: str) -> int:
-        objects = self.list(validate_scoped_prefix(prefix, "delete"))
-        self.delete_keys([obj.key for obj in objects])
         return len(objects)
 
     def delete_keys(self, keys: list[str]) -> None:

@@ -24,7 +24,6 @@ from devex.infra.storage.sync import (
     is_md5,
     validate_key,
     validate_prefix,
-    validate_scoped_prefix,
 )
 
 DELETE_BATCH = 1000  # the DeleteObjects limit
@@ -145,11 +144,6 @@ class S3Storage(SyncingStorage):
                     self.client.copy_object(Bucket=self.bucket, Key=target, CopySource=source)
                 else:  # UploadPartCopy: still server-side, no bytes pass through us
                     self.client.copy(source, self.bucket, target, Config=TRANSFER)
-        return len(objects)
-
-    def delete_prefix(self, prefix: str) -> int:
-        objects = self.list(validate_scoped_prefix(prefix, "delete"))
-        self.delete_keys([obj.key for obj in objects])
         return len(objects)
 
     def delete_keys(self, keys: list[str]) -> None:

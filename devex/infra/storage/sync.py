@@ -143,6 +143,11 @@ class SyncingStorage(Storage):
     def delete_keys(self, keys: list[str]) -> None:
         """Delete exactly these keys (batched where the backend can); missing keys are fine."""
 
+    def delete_prefix(self, prefix: str) -> int:
+        objects = self.list(validate_scoped_prefix(prefix, "delete"))
+        self.delete_keys([obj.key for obj in objects])
+        return len(objects)
+
     def fetch_to_file(self, key: str, path: Path) -> None:
         """Write the object's content to ``path`` (a fresh temporary file)."""
         path.write_bytes(self.read(key))

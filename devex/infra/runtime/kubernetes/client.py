@@ -4,16 +4,20 @@ Every call carries ``_request_timeout``. Responses are read as plain dicts (the 
 as the manifests), so the runtime compares and inspects data, not generated models.
 ``ApiException`` is handled by status: 409 on create means "exists" (read, compare, patch),
 404 on delete means "already gone"; anything else propagates as ``KubeError`` with context.
+``is_transient`` tells failures that may pass (5xx, 429, timeouts, connection trouble) from
+those a retry would only repeat (403 RBAC, 422 invalid, ...).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -31,6 +35,21 @@ class KubeError(Exception):
         self.status = exc.status
         detail = _status_message(exc)
         super().__init__(f"Kubernetes API: {action} failed ({exc.status} {detail})")
+
+
+# Statuses worth another try: the server is overloaded, restarting or throttling us.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when the API call failed in a way that may pass: 5xx, 429, 408, a timeout or a
+    connection problem (refused, reset, DNS). False for answers that will not change on
+    their own (403 forbidden by RBAC, 422 invalid, 404, ...)."""
+    if isinstance(exc, KubeError | ApiException):
+        status = exc.status or 0
+        return status == 0 or status in TRANSIENT_STATUSES or status >= 500
+    return isinstance(exc, urllib3.exceptions.HTTPError | TimeoutError | ConnectionError
+                      | socket.timeout)
 
 
 def _status_message(exc: ApiException) -> str:
@@ -138,10 +157,11 @@ class Kube:
         return True
 
     # -- create-or-converge ------------------------------------------------------------
-    def ensure(self, obj: dict) -> str:
+    def ensure(self, obj: dict, *, patch: bool = True) -> str:
         """Create ``obj``; if it exists (409), patch it when it differs.
 
-        Returns "created", "unchanged" or "patched".
+        Returns "created", "unchanged" or "patched"; with ``patch=False`` an existing object
+        that differs is left exactly as it is and "kept" is returned.
         """
         kind, name = obj["kind"], obj["metadata"]["name"]
         try:
@@ -162,6 +182,8 @@ class Kube:
                               if k in ("labels", "annotations")}
         if is_subset(wanted, live):
             return "unchanged"
+        if not patch:
+            return "kept"
         # JSON merge patch: maps merge, lists are replaced whole, so lists converge exactly.
         self.patch(kind, name, wanted, MERGE_PATCH)
         return "patched"

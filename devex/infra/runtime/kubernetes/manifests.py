@@ -7,7 +7,9 @@ schemas; the CLI prints them as YAML; ``runtime`` creates them.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import re
 
 from devex.config import ConfigError, Settings
 from devex.infra.runtime.kubernetes import names
@@ -24,6 +26,12 @@ RUNNER_UID = 1000
 DENIED_V4 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
              "100.64.0.0/10", "127.0.0.0/8", "0.0.0.0/8")
 DENIED_V6 = ("fc00::/7", "fe80::/10", "::1/128", "::ffff:0:0/96")
+# Never allowed as storage egress: the metadata service, loopback, "this network".
+NEVER_STORAGE = tuple(ipaddress.ip_network(c) for c in (
+    "169.254.0.0/16", "127.0.0.0/8", "0.0.0.0/8", "fe80::/10", "::1/128", "::ffff:0:0/96"))
+MIN_STORAGE_PREFIX = {4: 8, 6: 8}  # broader than this would undo the fence
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*"
+                        r"[A-Za-z0-9])?$")
 
 
 def parse_pairs(raw: str, what: str) -> dict[str, str]:
@@ -48,6 +56,86 @@ def parse_pairs(raw: str, what: str) -> dict[str, str]:
             raise ConfigError(f"{what}: expected k=v pairs, got {part!r}")
         pairs[key.strip()] = value.strip()
     return pairs
+
+
+def parse_cidrs(raw: str, what: str) -> list[str]:
+    """``"10.20.0.0/16, fd00:20::/64"`` → normalised CIDRs; refuses host bits, the metadata
+    and loopback ranges, and anything broader than /8."""
+    cidrs = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            net = ipaddress.ip_network(part, strict=True)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {part!r} is not a CIDR: {exc}") from None
+        if net.prefixlen < MIN_STORAGE_PREFIX[net.version]:
+            raise ConfigError(f"{what}: {part!r} is too broad (at most "
+                              f"/{MIN_STORAGE_PREFIX[net.version]})")
+        for never in NEVER_STORAGE:
+            if net.version == never.version and net.overlaps(never):
+                raise ConfigError(f"{what}: {part!r} overlaps {never}, which REPLs may "
+                                  "never reach")
+        cidrs.append(str(net))
+    return cidrs
+
+
+def parse_ports(raw: str, what: str) -> list[int]:
+    ports = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise ConfigError(f"{what}: {part!r} is not a TCP port (1-65535)")
+        ports.append(int(part))
+    return ports
+
+
+def parse_labels(raw: str, what: str) -> dict[str, str]:
+    """``parse_pairs`` plus Kubernetes label syntax, for selectors."""
+    labels = parse_pairs(raw, what)
+    for key, value in labels.items():
+        if len(key) > 316 or not _LABEL_KEY.match(key):
+            raise ConfigError(f"{what}: {key!r} is not a label key")
+        if len(value) > 63 or not names.LABEL_VALUE.match(value):
+            raise ConfigError(f"{what}: {value!r} is not a label value")
+    return labels
+
+
+def storage_egress(settings: Settings) -> dict | None:
+    """The egress rule for S3 inside the private ranges, or None when none is configured."""
+    cidrs = parse_cidrs(settings.k8s_storage_egress, "DEVEX_K8S_STORAGE_EGRESS")
+    namespaces = parse_labels(settings.k8s_storage_namespace_labels,
+                              "DEVEX_K8S_STORAGE_NAMESPACE_LABELS")
+    pods = parse_labels(settings.k8s_storage_pod_labels, "DEVEX_K8S_STORAGE_POD_LABELS")
+    ports = parse_ports(settings.k8s_storage_ports, "DEVEX_K8S_STORAGE_PORTS")
+    if pods and not namespaces:
+        raise ConfigError("DEVEX_K8S_STORAGE_POD_LABELS needs "
+                          "DEVEX_K8S_STORAGE_NAMESPACE_LABELS (which namespace they run in)")
+    peers: list[dict] = [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
+    if namespaces:
+        peer: dict = {"namespaceSelector": {"matchLabels": namespaces}}
+        if pods:
+            peer["podSelector"] = {"matchLabels": pods}
+        peers.append(peer)
+    if not peers:
+        if ports:
+            raise ConfigError("DEVEX_K8S_STORAGE_PORTS needs DEVEX_K8S_STORAGE_EGRESS or "
+                              "DEVEX_K8S_STORAGE_NAMESPACE_LABELS")
+        return None
+    rule: dict = {"to": peers}
+    if ports:
+        rule["ports"] = [{"protocol": "TCP", "port": port} for port in ports]
+    return rule
+
+
+def check_settings(settings: Settings) -> None:
+    """Raise ``ConfigError`` at start-up for settings every REPL's objects would trip on."""
+    parse_pairs(settings.k8s_ingress_annotations, "DEVEX_K8S_INGRESS_ANNOTATIONS")
+    for what in ("INGRESS_NAMESPACE", "INGRESS_POD", "CORE_NAMESPACE", "CORE_POD"):
+        parse_labels(getattr(settings, f"k8s_{what.lower()}_labels"),
+                     f"DEVEX_K8S_{what}_LABELS")
+    storage_egress(settings)
 
 
 def _meta(name: str, settings: Settings, labels: dict[str, str], **extra) -> dict:
@@ -247,6 +335,18 @@ def network_policy(repl: Repl, template: Template, settings: Settings) -> dict:
     core = _peer(settings.k8s_core_namespace_labels, settings.k8s_core_pod_labels,
                  "DEVEX_K8S_CORE")
     dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
+    egress = [
+        {"to": [dns], "ports": [{"protocol": "UDP", "port": 53},
+                                {"protocol": "TCP", "port": 53}]},
+        {"to": [core], "ports": [{"protocol": "TCP", "port": settings.k8s_core_port}]},
+        {"to": [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(DENIED_V4)}},
+            {"ipBlock": {"cidr": "::/0", "except": list(DENIED_V6)}},
+        ]},
+    ]
+    storage = storage_egress(settings)
+    if storage is not None:  # rules add up: this opens a hole in the private ranges
+        egress.append(storage)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -256,15 +356,7 @@ def network_policy(repl: Repl, template: Template, settings: Settings) -> dict:
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": [ingress_from],
                          "ports": [{"protocol": "TCP", "port": template.port}]}],
-            "egress": [
-                {"to": [dns], "ports": [{"protocol": "UDP", "port": 53},
-                                        {"protocol": "TCP", "port": 53}]},
-                {"to": [core], "ports": [{"protocol": "TCP", "port": settings.k8s_core_port}]},
-                {"to": [
-                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(DENIED_V4)}},
-                    {"ipBlock": {"cidr": "::/0", "except": list(DENIED_V6)}},
-                ]},
-            ],
+            "egress": egress,
         },
     }
 

@@ -1,6 +1,8 @@
 """``KubernetesRuntime``: a REPL is a Deployment + Service + Ingress + NetworkPolicy + Secret.
 
-Start creates (or converges) the objects and waits, by watching, for the pod to be Ready.
+Start creates what is missing (converging the Secret, Service, Ingress and NetworkPolicy,
+never touching a Deployment that is already there: its pod may hold unsaved files) and
+waits, by watching, for the pod to be Ready; on failure it removes only what it created.
 Stop injects a ``sync-up`` ephemeral container into the running pod, waits for it to exit 0
 and only then deletes the objects; any doubt about the files means nothing is deleted.
 """
@@ -15,10 +17,15 @@ import urllib3
 from kubernetes import client
 
 from devex.config import Settings
-from devex.errors import FilesNotSaved, RuntimeFailure
+from devex.errors import FilesNotSaved, RuntimeFailure, RuntimeUnavailable
 from devex.infra.runtime.base import ManagedObject, Progress, Runtime, StartResult
 from devex.infra.runtime.kubernetes import manifests, names
-from devex.infra.runtime.kubernetes.client import Kube, KubeError, load_api_client
+from devex.infra.runtime.kubernetes.client import (
+    Kube,
+    KubeError,
+    is_transient,
+    load_api_client,
+)
 from devex.models import Repl
 from devex.templates_catalog import Template
 from devex.tokens import repl_key
@@ -28,22 +35,42 @@ log = logging.getLogger(__name__)
 # Kinds in deletion order: the way in first, the pod, then the key it read.
 DELETE_ORDER = ("Ingress", "Service", "NetworkPolicy", "Deployment", "Secret")
 MANAGED_KINDS = ("Deployment", "Service", "Ingress", "NetworkPolicy", "Secret")
+REUSED = "An earlier runner is still there; reusing it as it is"
+REUSED_OLDER = ("An earlier runner is still there; reusing it as it is (it was made from an "
+                "older spec: stop it, saving its files, then start again to update it)")
 _HANDLE_FIELD = {"Deployment": "deployment", "Service": "service", "Ingress": "ingress",
                  "NetworkPolicy": "network_policy", "Secret": "secret"}
 
-# Waiting reasons that never fix themselves: fail at once instead of at the timeout.
-FATAL_REASONS = frozenset({"InvalidImageName", "ErrImageNeverPull",
-                           "CreateContainerConfigError", "CreateContainerError"})
-_API_ERRORS = (KubeError, client.ApiException, urllib3.exceptions.HTTPError)
+# Why a container waits -> (words for people, fatal). Fatal reasons never fix themselves:
+# start fails at once instead of at the timeout. ``{image}``, ``{which}`` ("The runner" or
+# "The file sync") and ``{message}`` (the kubelet's own words) are filled in.
+WAITING_REASONS: dict[str, tuple[str, bool]] = {
+    "ImagePullBackOff": ("The image {image} could not be pulled.", False),
+    "ErrImagePull": ("The image {image} could not be pulled.", False),
+    "ErrImageNeverPull": ("The image {image} could not be pulled.", True),
+    "InvalidImageName": ("The image name {image} is not valid.", True),
+    "CrashLoopBackOff": ("{which} keeps crashing.", False),
+    "CreateContainerConfigError": ("{which} could not be created: {message}", True),
+    "CreateContainerError": ("{which} could not be created: {message}", True),
+}
+FATAL_REASONS = frozenset(r for r, (_, fatal) in WAITING_REASONS.items() if fatal)
+_API_ERRORS = (KubeError, client.ApiException, urllib3.exceptions.HTTPError, TimeoutError,
+               ConnectionError)
 
 
-def explain_pod(pod: dict) -> str | None:
-    """The pod's current trouble in words for people, or None when nothing is wrong yet."""
+def diagnose(pod: dict) -> tuple[str | None, bool]:
+    """(the pod's current trouble in words for people or None, whether it is fatal).
+
+    One pass over ``WAITING_REASONS``: the words are those of the first trouble found; the
+    pod is fatal when it failed or any container waits for a fatal reason.
+    """
     status = pod.get("status") or {}
+    said: str | None = None
+    fatal = status.get("phase") == "Failed"
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
                 and cond.get("reason") == "Unschedulable":
-            return ("No node has room for this REPL right now (not enough CPU or memory "
+            said = ("No node has room for this REPL right now (not enough CPU or memory "
                     "in the cluster).")
     statuses = (status.get("initContainerStatuses") or []) + \
         (status.get("containerStatuses") or [])
@@ -51,33 +78,26 @@ def explain_pod(pod: dict) -> str | None:
         state = cs.get("state") or {}
         waiting = state.get("waiting") or {}
         reason = waiting.get("reason", "")
-        image = cs.get("image", "")
         which = "The file sync" if cs.get("name") == names.SYNC_DOWN_CONTAINER else "The runner"
-        if reason in ("ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull"):
-            return f"The image {image} could not be pulled."
-        if reason == "InvalidImageName":
-            return f"The image name {image} is not valid."
-        if reason == "CrashLoopBackOff":
-            return f"{which} keeps crashing."
-        if reason in ("CreateContainerConfigError", "CreateContainerError"):
-            return f"{which} could not be created: {waiting.get('message', reason)}"
+        words = None
+        if reason in WAITING_REASONS:
+            template, is_fatal = WAITING_REASONS[reason]
+            fatal = fatal or is_fatal
+            words = template.format(image=cs.get("image", ""), which=which,
+                                    message=waiting.get("message") or reason)
         term = state.get("terminated") or {}
-        if cs.get("name") == names.SYNC_DOWN_CONTAINER and term.get("exitCode", 0) != 0:
-            return "Loading the REPL's files from storage failed."
-    if status.get("phase") == "Failed":
-        return f"The pod failed: {status.get('reason') or status.get('message') or 'unknown'}."
-    return None
+        if words is None and cs.get("name") == names.SYNC_DOWN_CONTAINER \
+                and term.get("exitCode", 0) != 0:
+            words = "Loading the REPL's files from storage failed."
+        said = said or words
+    if said is None and status.get("phase") == "Failed":
+        said = f"The pod failed: {status.get('reason') or status.get('message') or 'unknown'}."
+    return said, fatal and said is not None
 
 
-def _fatal(pod: dict) -> bool:
-    status = pod.get("status") or {}
-    if status.get("phase") == "Failed":
-        return True
-    for cs in (status.get("initContainerStatuses") or []) + \
-            (status.get("containerStatuses") or []):
-        if ((cs.get("state") or {}).get("waiting") or {}).get("reason") in FATAL_REASONS:
-            return True
-    return False
+def explain_pod(pod: dict) -> str | None:
+    """The pod's current trouble in words for people, or None when nothing is wrong yet."""
+    return diagnose(pod)[0]
 
 
 def is_ready(pod: dict) -> bool:
@@ -95,6 +115,7 @@ class KubernetesRuntime(Runtime):
     """
 
     def __init__(self, settings: Settings, api_client: client.ApiClient | None = None):
+        manifests.check_settings(settings)  # ConfigError at start-up, not at each start
         self.settings = settings
         self._api_client = api_client
         self._kube: Kube | None = None
@@ -126,22 +147,45 @@ class KubernetesRuntime(Runtime):
             raise RuntimeFailure(f"Cannot describe this REPL to Kubernetes: {exc}") from None
 
     def start(self, repl: Repl, template: Template, progress: Progress) -> StartResult:
+        """Create what is missing and wait for a Ready pod.
+
+        A Deployment that already exists is never patched: its pod's emptyDir may hold the
+        only copy of files an earlier stop could not save, and a changed template would
+        replace that pod. On failure only the objects this call created are deleted.
+        Transient API trouble raises ``RuntimeUnavailable`` and removes nothing (the job is
+        retried; start is idempotent).
+        """
         objects = self.objects(repl, template)
         n = names.object_names(repl.id)
+        created: list[tuple[str, str]] = []
         progress("start", "Creating the REPL's pod, service and network rules")
         try:
             for obj in objects:
-                outcome = self.kube.ensure(obj)
-                if outcome == "patched":
-                    progress("start", f"Updated the existing {obj['kind']} to the current spec")
+                kind = obj["kind"]
+                outcome = self.kube.ensure(obj, patch=kind != "Deployment")
+                if outcome == "created":
+                    created.append((kind, obj["metadata"]["name"]))
+                elif outcome == "patched":
+                    progress("start", f"Updated the existing {kind} to the current spec")
+                elif kind == "Deployment":
+                    progress("start", REUSED if outcome == "unchanged" else REUSED_OLDER)
             progress("start", "Waiting for the runner to become ready")
             reason = self._wait_ready(repl, progress)
         except _API_ERRORS as exc:
+            if is_transient(exc):
+                progress("start", f"The Kubernetes API is unavailable; retrying later: {exc}")
+                raise RuntimeUnavailable(f"the Kubernetes API is unavailable: {exc}") from None
             reason = f"Kubernetes refused to start the REPL: {exc}"
         if reason is not None:
-            progress("start", f"Start failed: {reason} Cleaning up.")
+            if not created:
+                cleanup = "Nothing was removed: every object was there before this start."
+            elif len(created) < len(objects):
+                cleanup = "Removing what this start created; the earlier objects are kept."
+            else:
+                cleanup = "Cleaning up."
+            progress("start", f"Start failed: {reason} {cleanup}")
             try:
-                self._delete_all(repl, progress)
+                self._delete(sorted(created, key=lambda kn: DELETE_ORDER.index(kn[0])))
             except _API_ERRORS as exc:
                 reason = f"{reason} (cleaning up also failed: {exc})"
             raise RuntimeFailure(reason)
@@ -150,6 +194,10 @@ class KubernetesRuntime(Runtime):
         return StartResult(url=url, handle=n.as_handle())
 
     def stop(self, repl: Repl, progress: Progress, *, save: bool = True) -> None:
+        """Save, then delete. Nothing is deleted unless saving succeeded (or ``save`` is
+        False). Transient API trouble raises ``RuntimeUnavailable`` (the job is retried:
+        a fresh sync-up runs again); a failed or impossible save raises ``FilesNotSaved``.
+        """
         try:
             names.object_names(repl.id)
         except ValueError as exc:
@@ -158,6 +206,12 @@ class KubernetesRuntime(Runtime):
             try:
                 self._save(repl, progress)
             except _API_ERRORS as exc:
+                if is_transient(exc):
+                    progress("stop", f"The Kubernetes API is unavailable; nothing was "
+                                     f"removed, retrying later: {exc}")
+                    raise RuntimeUnavailable(
+                        f"files not saved yet (nothing was removed): the Kubernetes API is "
+                        f"unavailable: {exc}") from None
                 raise FilesNotSaved(f"files not saved: {exc}") from None
         else:
             progress("stop", "Force stop: the workspace is deleted WITHOUT saving its files")
@@ -165,6 +219,10 @@ class KubernetesRuntime(Runtime):
             self._delete_all(repl, progress)
         except _API_ERRORS as exc:
             saved = "Files are saved, but r" if save else "R"
+            if is_transient(exc):
+                raise RuntimeUnavailable(
+                    f"{saved}emoving the REPL failed: the Kubernetes API is unavailable: "
+                    f"{exc}") from None
             raise RuntimeFailure(f"{saved}emoving the REPL failed: {exc}") from None
         progress("stop", "Removed the REPL's Kubernetes objects")
 
@@ -204,11 +262,11 @@ class KubernetesRuntime(Runtime):
                     continue
                 if is_ready(pod):
                     return None
-                trouble = explain_pod(pod)
+                trouble, fatal = diagnose(pod)
                 if trouble and trouble != last_said:
                     progress("start", trouble)
                     last_said = trouble
-                if trouble and _fatal(pod):
+                if trouble and fatal:
                     return trouble
                 if time.monotonic() >= deadline:
                     break
@@ -286,7 +344,9 @@ class KubernetesRuntime(Runtime):
     def _delete_all(self, repl: Repl, progress: Progress) -> None:
         handle = repl.runtime or {}
         default = names.object_names(repl.id).as_handle()
-        for kind in DELETE_ORDER:
-            field = _HANDLE_FIELD[kind]
-            name = handle.get(field) or default[field]
+        self._delete([(kind, handle.get(_HANDLE_FIELD[kind]) or default[_HANDLE_FIELD[kind]])
+                      for kind in DELETE_ORDER])
+
+    def _delete(self, objects: list[tuple[str, str]]) -> None:
+        for kind, name in objects:
             self.kube.delete(kind, name)

@@ -1,0 +1,21 @@
+"""Tampering with signed tokens so that the signature really changes."""
+
+from __future__ import annotations
+
+import base64
+
+
+def tamper(token: str) -> str:
+    """``token`` with one character in the middle of its signature changed. (The last
+    base64 character also carries padding bits: changing only those leaves the signature
+    as it was, and such a "tampered" token still verifies.)"""
+    head, dot, signature = token.rpartition(".")
+    assert dot and len(signature) > 4, token
+    i = len(signature) // 2
+    new = signature[:i] + ("A" if signature[i] != "A" else "B") + signature[i + 1 :]
+
+    def raw(sig: str) -> bytes:
+        return base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+
+    assert raw(new) != raw(signature)  # the signed bytes really differ
+    return f"{head}.{new}"
