@@ -138,7 +138,11 @@ def test_whole_oauth_dance_session_api_and_logout(live, fake_github):
 
     callback = live.on_github(authorize)
     done = live.browser.get(callback, allow_redirects=False, timeout=TIMEOUT)
-    assert done.status_code == 302 and urlsplit(done.headers["Location"]).path == "/"
+    assert done.status_code == 302
+    assert urlsplit(done.headers["Location"]).path == "/auth/github/done"
+    home = live.browser.get(live.url + "/auth/github/done", allow_redirects=False,
+                            timeout=TIMEOUT)
+    assert home.status_code == 302 and home.headers["Location"] == "/"  # no next: the list
 
     sid = live.browser.cookies.get("session")
     assert sid and sid != sid_before  # a new session id at login
@@ -426,3 +430,16 @@ def test_github_mode_refuses_to_start_without_credentials(fake_github, data_dir,
     config.pop(missing)
     with pytest.raises(ConfigError):
         create_app(config)
+
+
+def test_login_returns_to_the_page_asked_for_and_only_a_local_one(gh_app):
+    for asked, expected in (("/repls/abc123", "/repls/abc123"), ("//evil.example/", "/")):
+        client = gh_app.test_client()
+        authorize = client.get(f"/auth/github?next={asked}").headers["Location"]
+        back = requests.get(authorize, allow_redirects=False, timeout=TIMEOUT).headers["Location"]
+        parts = urlsplit(back)
+        done = client.get(f"{parts.path}?{parts.query}")
+        assert done.status_code == 302
+        final = client.get(urlsplit(done.headers["Location"]).path)
+        assert final.status_code == 302 and final.headers["Location"] == expected
+        assert client.get("/auth/me").status_code == 200

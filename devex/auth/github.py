@@ -27,11 +27,13 @@ from devex.config import Settings
 from devex.dashboard_helpers import LOGIN_ERRORS
 from devex.errorhandlers import body
 from devex.models import User
+from devex.redirects import safe_next
 
 log = logging.getLogger(__name__)
 
 TOKEN_KEY = "github_oauth_token"  # where flask-dance keeps the GitHub token (server-side)
 STATE_KEY = "github_oauth_state"
+NEXT_KEY = "login_next"  # the page to return to after the OAuth round trip
 CHECKED_KEY = "gh_checked"  # epoch of the last successful check of the GitHub token
 
 
@@ -79,7 +81,7 @@ def init_github(app: APIFlask, settings: Settings) -> None:
         client_id=settings.github_client_id,
         client_secret=settings.github_client_secret,
         scope=scope,
-        redirect_url="/",
+        redirect_url="/auth/github/done",
         login_url="/github",
         authorized_url="/github/authorized",
         session_class=_GitHubSession,
@@ -88,6 +90,16 @@ def init_github(app: APIFlask, settings: Settings) -> None:
     bp.base_url = settings.github_api_url.rstrip("/") + "/"
     bp.authorization_url = f"{web}/login/oauth/authorize"
     bp.token_url = f"{web}/login/oauth/access_token"
+
+    @bp.before_request
+    def _remember_next():
+        # Where to go after the round trip to GitHub (a local path only).
+        if request.endpoint == "github.login":
+            session[NEXT_KEY] = safe_next(request.args.get("next"))
+
+    @bp.route("/github/done")
+    def done():
+        return redirect(safe_next(session.pop(NEXT_KEY, None)))
 
     @bp.before_request
     def _check_state():
@@ -219,8 +231,11 @@ def _on_authorized(blueprint, token=None):
         avatar_url=str(info.get("avatar_url") or ""),
     )
     security.devex().components.store.upsert_user(user)
-    security.login(user.id)
+    after = session.get(NEXT_KEY)
+    security.login(user.id)  # a fresh session: carry over only where to go next
     session[CHECKED_KEY] = int(time.time())
+    if after:
+        session[NEXT_KEY] = after
     return None  # flask-dance now stores the token in the (server-side) session
 
 
