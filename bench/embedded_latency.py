@@ -46,7 +46,7 @@ def run() -> dict:
         deadline = time.monotonic() + 60
         while client.get("/api/repl/").json["repls"] and time.monotonic() < deadline:
             time.sleep(0.05)
-        app.extensions["devex"].worker.stop()
+        app.extensions["devex"].close()
     q = statistics.quantiles(latencies, n=20)
     return {
         "embedded_create_to_running_s": {

@@ -17,7 +17,7 @@ from devex.blueprints import api, auth, dashboard, health
 from devex.cli import devex_cli
 from devex.config import Settings
 from devex.extension import DevexExtension
-from devex.infra.embedded_state import Snapshotter
+from devex.infra.embedded_state import DataDirLock, Snapshotter
 from devex.infra.embedded_worker import EmbeddedWorker
 from devex.services.repls import ReplService
 from devex.wiring import build
@@ -69,14 +69,25 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     app.cli.add_command(devex_cli)
 
     snapshot = None
+    run_worker = settings.run_embedded_worker
     if settings.embedded:
-        # The in-process Redis survives restarts through a snapshot in the data dir.
-        snapshot = Snapshotter(components.redis, settings.data_dir / "state.json")
-        if snapshot.restore():
-            resumed = ext.repls.resume_interrupted()
-            log.info("embedded state restored; %d interrupted jobs resumed", len(resumed))
-        atexit.register(snapshot.save)
-    if settings.run_embedded_worker:
+        lock = DataDirLock(settings.data_dir / "embedded.lock")
+        if lock.acquire():
+            # The in-process Redis survives restarts through a snapshot in the data dir.
+            snapshot = Snapshotter(components.redis, settings.data_dir / "state.json")
+            if snapshot.restore():
+                resumed = ext.repls.resume_interrupted()
+                log.info("embedded state restored; %d interrupted jobs resumed", len(resumed))
+            atexit.register(snapshot.save)
+            ext.closers += [snapshot.save, lock.release]
+        else:
+            log.warning(
+                "another Devex process uses %s: this one runs no jobs and keeps no "
+                "state (embedded mode is one process)",
+                settings.data_dir,
+            )
+            run_worker = False
+    if run_worker:
         ext.worker = EmbeddedWorker(
             components.jobs, components, after_each=snapshot.save if snapshot else None
         )

@@ -24,6 +24,7 @@ from devex.errors import (
 from devex.infra.storage import StorageError
 from devex.infra.storage.seed import publish_templates, template_prefix
 from devex.models import Desired, Status, utcnow
+from devex.services.repls import ReplService
 from jobs import context
 
 log = logging.getLogger(__name__)
@@ -40,20 +41,20 @@ def _final_attempt() -> bool:
     return job is None or not job.retries_left
 
 
-def _run(
-    repl_id: str, expected: Status, work: Callable, what: str, also: tuple[Status, ...] = ()
-) -> str:
+def _run(repl_id: str, expected: Status, work: Callable, what: str) -> str:
     """Run ``work`` under the REPL's lock if the REPL is still ``expected``. On failure the
-    REPL becomes ``failed`` from ``expected`` or any status in ``also`` (the statuses the
-    job itself moves it through), so no failure leaves it stuck mid-change."""
+    REPL becomes ``failed`` (from ``expected``) with the reason, so no failure leaves it
+    stuck mid-change."""
     c = context.get()
-    owned = (expected, *also)
+    owned = (expected,)
     try:
         with c.store.lock(repl_id, wait=c.settings.lock_wait):
             repl = c.store.get(repl_id)
             if repl is None or repl.status != expected:
                 return "skipped"  # already done, superseded, or deleted
             return work(c, repl)
+    except TransitionRefused:
+        return "superseded"  # a person moved it on meanwhile (a delete, say); their job acts
     except FINAL as exc:
         _fail(c, repl_id, owned, f"{what} failed: {exc}")
         return "failed"
@@ -86,20 +87,41 @@ def _progress(c, repl_id: str):
     return lambda kind, message: c.store.add_event(repl_id, kind, message)
 
 
+def _ensure_files(c, repl) -> None:
+    """Put the template's starter files in place once (a server-side copy, idempotent)."""
+    if c.store.get_field(repl.id, "files_ready") == "1":
+        return
+    template = c.catalog.get(repl.template)
+    if template is None:
+        raise RuntimeFailure(f"the template {repl.template!r} no longer exists")
+    publish_templates(c.storage, c.catalog)
+    count = c.storage.copy_prefix(template_prefix(template.id), repl.storage_prefix)
+    c.store.set_fields(repl.id, files_ready="1")
+    c.store.add_event(repl.id, "files", f"Copied {count} starter files.")
+
+
 def create(repl_id: str) -> str:
     def work(c, repl):
-        template = c.catalog.get(repl.template)
-        if template is None:
-            raise RuntimeFailure(f"the template {repl.template!r} no longer exists")
-        publish_templates(c.storage, c.catalog)
-        count = c.storage.copy_prefix(template_prefix(template.id), repl.storage_prefix)
-        c.store.add_event(repl_id, "files", f"Copied {count} starter files.")
-        if repl.desired == Desired.RUNNING:
+        _ensure_files(c, repl)
+        # Start or stop may have been asked while the files were copied: the stored
+        # ``desired`` decides, checked in the same atomic step as the change.
+        for _ in range(3):
+            desired = c.store.get_field(repl_id, "desired") or Desired.STOPPED.value
+            target = Status.STARTING if desired == Desired.RUNNING.value else Status.STOPPED
+            try:
+                c.store.transition(
+                    repl_id, target, allowed=[Status.CREATING], expect=("desired", desired)
+                )
+                break
+            except TransitionRefused as refused:
+                if refused.current != Status.CREATING:
+                    raise
+        else:
+            raise RuntimeUnavailable("the REPL's desired state kept changing; trying again")
+        if target == Status.STARTING:
             # Starting is its own job: its own retries, its own failure reason.
-            c.store.transition(repl_id, Status.STARTING, allowed=[Status.CREATING])
-            c.jobs.enqueue("jobs.repl.start", repl_id)
+            ReplService(c).enqueue_job("jobs.repl.start", repl_id)
             return "starting"
-        c.store.transition(repl_id, Status.STOPPED, allowed=[Status.CREATING])
         c.store.add_event(repl_id, "stopped", "Ready; not started.")
         return "stopped"
 
@@ -107,9 +129,8 @@ def create(repl_id: str) -> str:
 
 
 def _start(c, repl) -> str:
+    _ensure_files(c, repl)  # a retry after a create whose copy failed
     template = c.catalog.get(repl.template)
-    if template is None:
-        raise RuntimeFailure(f"the template {repl.template!r} no longer exists")
     c.store.add_event(repl.id, "starting", "Starting the runner.")
     result = c.runtime.start(repl, template, _progress(c, repl.id))
     try:
@@ -138,21 +159,38 @@ def start(repl_id: str) -> str:
 
 
 def stop(repl_id: str, force: bool = False) -> str:
+    """``force`` is kept for jobs already queued; the REPL's stored ``stop_force`` decides,
+    so a force stop asked while a save runs takes effect, and a late force job never
+    discards the files of a later, ordinary stop."""
+
     def work(c, repl):
-        if force:
+        progress = _progress(c, repl_id)
+        forced = c.store.get_field(repl_id, "stop_force") == "1"
+        if forced:
             c.store.add_event(repl_id, "force-stop", "Stopping without saving files.")
-        c.runtime.stop(repl, _progress(c, repl_id), save=not force)
+        try:
+            c.runtime.stop(repl, progress, save=not forced)
+        except FilesNotSaved:
+            if c.store.get_field(repl_id, "stop_force") != "1":
+                raise
+            forced = True  # the person chose to give up the files while we tried
+            c.store.add_event(
+                repl_id,
+                "force-stop",
+                "Saving failed; force stop requested: stopping without saving files.",
+            )
+            c.runtime.stop(repl, progress, save=False)
         c.store.transition(
             repl_id,
             Status.STOPPED,
             allowed=[Status.STOPPING],
-            fields={"url": None, "runtime": "{}", "error": None},
+            fields={"url": None, "runtime": "{}", "error": None, "stop_force": ""},
             clear_session=True,
         )
         c.store.add_event(
             repl_id,
             "stopped",
-            "Stopped; files saved." if not force else "Stopped; files were not saved.",
+            "Stopped; files were not saved." if forced else "Stopped; files saved.",
         )
         return "stopped"
 

@@ -48,9 +48,7 @@ def app(data_dir: Path):
         {"TESTING": True, "DEVEX_DATA_DIR": data_dir, "DEVEX_SECRET_KEY": "test-secret"}
     )
     yield app
-    worker = app.extensions["devex"].worker
-    if worker is not None:
-        worker.stop()
+    app.extensions["devex"].close()
 
 
 @pytest.fixture

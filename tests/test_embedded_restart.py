@@ -16,7 +16,7 @@ def make(data_dir, **extra):
 
 
 def stop_app(app):
-    app.extensions["devex"].worker.stop()  # also writes the last snapshot
+    app.extensions["devex"].close()  # stops the worker, writes the last snapshot
 
 
 def test_restart_keeps_repls_login_and_files(data_dir):
@@ -56,6 +56,7 @@ def test_restart_resumes_an_interrupted_change(data_dir):
                                                  "start": False}).json["repl"]["id"]
     # The process dies here: the REPL is "creating" and its queued job is lost with us.
     Snapshotter(first.extensions["devex"].components.redis, data_dir / "state.json").save()
+    stop_app(first)
 
     second = make(data_dir)
     try:
@@ -64,3 +65,36 @@ def test_restart_resumes_an_interrupted_change(data_dir):
         assert "resume" in [e.kind for e in store.events(repl_id)]
     finally:
         stop_app(second)
+
+
+def test_a_second_process_on_the_same_data_dir_runs_no_worker(data_dir):
+    first = make(data_dir)
+    try:
+        second = make(data_dir)  # e.g. a CLI command while the server runs
+        assert second.extensions["devex"].worker is None
+        assert first.extensions["devex"].worker is not None
+    finally:
+        stop_app(first)
+    third = make(data_dir)  # the data dir is free again
+    try:
+        assert third.extensions["devex"].worker is not None
+    finally:
+        stop_app(third)
+
+
+def test_snapshot_drops_expired_keys_and_counts_downtime(data_dir):
+    import fakeredis
+
+    from devex.infra.embedded_state import dump, load
+
+    source = fakeredis.FakeRedis()
+    source.set("session:old", b"x", ex=100)
+    source.set("keep", b"\xff\x00binary")
+    data = dump(source)
+    assert data == dump(source)  # stable text: unchanged state is not rewritten
+    for entry in data.values():
+        if entry["expires"]:
+            entry["expires"] -= 200  # the process was down for longer than the TTL
+    target = fakeredis.FakeRedis()
+    assert load(target, data) == 1
+    assert target.get("keep") == b"\xff\x00binary" and not target.exists("session:old")

@@ -263,3 +263,114 @@ def test_late_activity_never_resurrects_a_deleted_repl(components):
     assert components.store.touch_activity(repl.id) is False
     components.store.add_event(repl.id, "late", "after the delete")
     assert components.redis.exists(f"replMeta:{repl.id}", f"replEvents:{repl.id}") == 0
+
+
+# -- races between a person and a running job ----------------------------------------------
+def service(components):
+    from devex.services.repls import Actor, ReplService
+
+    return ReplService(components), Actor(id="7", login="ada")
+
+
+def copy_then(components, monkeypatch, action):
+    """The person acts while the create job copies the starter files."""
+    original = components.storage.copy_prefix
+
+    def copy_and_act(src, dst):
+        count = original(src, dst)
+        action()
+        return count
+
+    monkeypatch.setattr(components.storage, "copy_prefix", copy_and_act)
+
+
+def test_start_clicked_while_files_are_copied_is_not_lost(components, monkeypatch):
+    svc, ada = service(components)
+    repl = svc.create(ada, "late start", "bash", start=False).repl
+    copy_then(components, monkeypatch, lambda: svc.start(ada, repl.id))
+    assert repl_jobs.create(repl.id) == "starting"
+    assert components.store.require(repl.id).status == Status.STARTING
+    assert components.jobs.queue.job_ids[-1] == components.store.get_field(repl.id, "job_id")
+
+
+def test_stop_clicked_while_files_are_copied_is_not_lost(components, monkeypatch):
+    svc, ada = service(components)
+    repl = svc.create(ada, "late stop", "bash", start=True).repl
+    copy_then(components, monkeypatch, lambda: svc.stop(ada, repl.id))
+    assert repl_jobs.create(repl.id) == "stopped"
+    assert components.store.require(repl.id).status == Status.STOPPED
+
+
+def test_force_stop_asked_during_a_failing_save_takes_effect(components, monkeypatch):
+    from devex.errors import FilesNotSaved
+
+    svc, ada = service(components)
+    repl = make_repl(components, status=Status.STOPPED)
+    for target in (Status.STARTING, Status.RUNNING, Status.STOPPING):
+        components.store.transition(repl.id, target)
+    calls = []
+
+    def stop(r, progress, *, save=True):
+        calls.append(save)
+        if save:
+            svc.stop(type(ada)(id=repl.owner_id, login="ada"), repl.id, force=True)
+            raise FilesNotSaved("files not saved: storage unreachable")
+
+    monkeypatch.setattr(components.runtime, "stop", stop)
+    assert repl_jobs.stop(repl.id) == "stopped"
+    assert calls == [True, False]
+    messages = [e.message for e in components.store.events(repl.id)]
+    assert "Stopped; files were not saved." in messages
+
+
+def test_a_late_force_job_never_discards_a_later_ordinary_stop(components, monkeypatch):
+    repl = make_repl(components, status=Status.STOPPED)
+    for target in (Status.STARTING, Status.RUNNING, Status.STOPPING):
+        components.store.transition(repl.id, target)
+    components.store.set_fields(repl.id, stop_force="")  # an ordinary stop is under way
+    saves = []
+    monkeypatch.setattr(components.runtime, "stop",
+                        lambda r, progress, *, save=True: saves.append(save))
+    assert repl_jobs.stop(repl.id, force=True) == "stopped"  # an old job of a force stop
+    assert saves == [True]
+
+
+def test_reconcile_does_not_duplicate_a_job_that_only_waits(components, monkeypatch):
+    from jobs import periodic
+
+    svc, ada = service(components)
+    repl = svc.create(ada, "queued", "bash", start=False).repl  # its job waits in the queue
+    monkeypatch.setattr(periodic, "STUCK_AFTER", 0)
+    assert periodic.reconcile()["resumed"] == []
+    assert len(components.jobs.queue.job_ids) == 1
+    components.jobs.queue.empty()  # now the job is really lost
+    assert periodic.reconcile()["resumed"] == [repl.id]
+
+
+def test_retrying_a_failed_create_copies_the_files_before_starting(components, monkeypatch):
+    from devex.infra.runtime.base import StartResult
+
+    components.storage = FlakyCopy(components.storage, failures=99)
+    svc, ada = service(components)
+    repl = svc.create(ada, "retry me", "python", start=True).repl
+    components.jobs.queue.empty()
+    assert repl_jobs.create(repl.id) == "failed"
+    assert components.storage.list(repl.storage_prefix) == []
+    components.storage.failures = 0
+    monkeypatch.setattr(components.runtime, "start",
+                        lambda r, t, p: StartResult(url="http://127.0.0.1:9/"))
+    assert svc.start(ada, repl.id).accepted
+    assert repl_jobs.start(repl.id) == "running"
+    names = {o.key.rsplit("/", 1)[-1] for o in components.storage.list(repl.storage_prefix)}
+    assert names == {"main.py", "README.md"}
+
+
+def test_a_repl_whose_delete_failed_cannot_be_started_again(components):
+    from devex.errors import TransitionRefused
+
+    svc, ada = service(components)
+    repl = make_repl(components, status=Status.STOPPED)
+    components.store.transition(repl.id, Status.DELETING, fields={"desired": "deleted"})
+    components.store.transition(repl.id, Status.FAILED, fields={"error": "Deleting failed"})
+    with pytest.raises(TransitionRefused, match="delete it again"):
+        svc.start(type(ada)(id=repl.owner_id, login="ada"), repl.id)

@@ -112,4 +112,4 @@ def test_runner_heartbeats_record_activity(data_dir):
         api.wait_status(repl_id, "stopped")
     finally:
         server.shutdown()
-        app.extensions["devex"].worker.stop()
+        app.extensions["devex"].close()

@@ -9,10 +9,12 @@ safe to run twice, so this only finishes what was interrupted.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 import redis
@@ -34,12 +36,19 @@ def _u(text: str) -> bytes:
 
 def dump(conn: redis.Redis) -> dict:
     out = {}
+    now = time.time()
     for key in sorted(conn.scan_iter(count=1000)):
         if key.startswith(SKIP_PREFIXES):
             continue
+        ttl_ms = conn.pttl(key)
+        if ttl_ms == -2:
+            continue  # gone since the scan (a session ended, a key expired)
         kind = conn.type(key).decode()
         if kind == "string":
-            value = _b(conn.get(key))
+            raw = conn.get(key)
+            if raw is None:
+                continue
+            value = _b(raw)
         elif kind == "hash":
             value = {_b(k): _b(v) for k, v in conn.hgetall(key).items()}
         elif kind == "zset":
@@ -50,13 +59,22 @@ def dump(conn: redis.Redis) -> dict:
             value = sorted(_b(x) for x in conn.smembers(key))
         else:
             continue
-        out[_b(key)] = {"type": kind, "value": value, "ttl_ms": conn.pttl(key)}
+        # An absolute expiry (whole seconds): downtime counts, and an unchanged key dumps
+        # the same text every time.
+        expires = int(now + ttl_ms / 1000) + 1 if ttl_ms > 0 else None
+        out[_b(key)] = {"type": kind, "value": value, "expires": expires}
     return out
 
 
 def load(conn: redis.Redis, data: dict) -> int:
     pipe = conn.pipeline(transaction=True)
+    now = time.time()
+    loaded = 0
     for raw_key, entry in data.items():
+        expires = entry.get("expires")
+        if expires is not None and expires <= now:
+            continue  # expired while the process was down
+        loaded += 1
         key, kind, value = _u(raw_key), entry["type"], entry["value"]
         if kind == "string":
             pipe.set(key, _u(value))
@@ -68,10 +86,10 @@ def load(conn: redis.Redis, data: dict) -> int:
             pipe.rpush(key, *[_u(x) for x in value])
         elif kind == "set" and value:
             pipe.sadd(key, *[_u(x) for x in value])
-        if entry.get("ttl_ms", -1) > 0:
-            pipe.pexpire(key, entry["ttl_ms"])
+        if expires is not None:
+            pipe.expireat(key, int(expires))
     pipe.execute()
-    return len(data)
+    return loaded
 
 
 class Snapshotter:
@@ -110,3 +128,30 @@ class Snapshotter:
             os.replace(tmp, self.path)
             self._last = text
             return True
+
+
+class DataDirLock:
+    """Embedded mode is one process: the first to take this lock runs the worker and keeps
+    the state; another process on the same data dir (a CLI command, a second server) gets
+    neither, instead of two workers racing over the same runners and snapshot."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

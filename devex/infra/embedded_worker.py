@@ -46,6 +46,14 @@ class EmbeddedWorker:
         if self.after_each is not None:
             self.after_each()
 
+    @staticmethod
+    def _safely(fn, *args) -> None:
+        # This thread is the only worker: one failed snapshot or enqueue must not end it.
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("embedded worker: %s failed; carrying on", getattr(fn, "__name__", fn))
+
     def _run(self) -> None:
         from jobs import context
 
@@ -59,7 +67,7 @@ class EmbeddedWorker:
             if time.monotonic() >= next_periodic:
                 next_periodic = time.monotonic() + interval
                 for name in ("jobs.periodic.reconcile", "jobs.periodic.cull_idle"):
-                    self.jobs.enqueue(name)
+                    self._safely(self.jobs.enqueue, name)
             self.jobs.wakeup.clear()
             for job_id in registry.get_jobs_to_schedule():
                 job = queue.fetch_job(job_id)
@@ -69,6 +77,6 @@ class EmbeddedWorker:
             if queue.count:
                 worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
             if self.after_each is not None:
-                self.after_each()
+                self._safely(self.after_each)
             # Woken at once by an enqueue; the timeout only serves scheduled retries.
             self.jobs.wakeup.wait(timeout=1.0)

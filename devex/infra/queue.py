@@ -6,7 +6,10 @@ import threading
 
 from redis import Redis
 from rq import Queue, Retry
+from rq.job import JobStatus
 
+PENDING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED,
+                     JobStatus.DEFERRED})
 JOB_TIMEOUT = 900  # seconds; a start waits for pods, a stop for uploads
 
 
@@ -26,3 +29,12 @@ class JobQueue:
         )
         self.wakeup.set()
         return job.id
+
+    def is_pending(self, job_id: str | None) -> bool:
+        """True while the job waits, is scheduled for a retry, or runs."""
+        if not job_id:
+            return False
+        job = self.queue.fetch_job(job_id)
+        if job is None:
+            return False
+        return job.get_status(refresh=True) in PENDING

@@ -117,12 +117,14 @@ class ReplStore:
         clear_session: bool = False,
         max_active: int = -1,
         owner_id: str = "",
+        expect: tuple[str, str] | None = None,
     ) -> Status:
         """Move a REPL to ``target`` if the transition table allows it from its current
         status; returns the previous status. ``allowed`` may only narrow the table's
         sources. With ``target=None`` only ``fields`` change (guarded by ``allowed``, any
         status when None). With ``max_active`` >= 0 the change is refused (429) when the
-        owner (``owner_id``) already has that many REPLs starting or running."""
+        owner (``owner_id``) already has that many REPLs starting or running. ``expect``
+        = (field, value) also refuses the change unless that field has that value."""
         if fields and "status" in fields:
             raise ValueError("status changes only through the transition table")
         if target is not None:
@@ -148,6 +150,7 @@ class ReplStore:
                 len(fields),
                 max_active if owner_id else -1,
                 META_PREFIX,
+                *(expect or ("", "")),
                 *flat_fields,
                 *_flatten(session or {}),
             ],

@@ -47,7 +47,8 @@ return 'ok'
 # KEYS: meta, activeSession, runningIndex, userRepls.
 # ARGV: 1 target status ('' = keep), 2 allowed sources ('*' = any, else space separated;
 #       '' = none), 3 session mode (keep|set|del), 4 epoch, 5 field count n,
-#       6 max_active (-1: no check), 7 meta prefix, then n field pairs, then session pairs.
+#       6 max_active (-1: no check), 7 meta prefix, 8 guard field ('' = none), 9 the value
+#       that field must have, then n field pairs, then session pairs.
 TRANSITION = _ACTIVE + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
@@ -56,12 +57,15 @@ if ARGV[2] ~= '*' then
   for s in string.gmatch(ARGV[2], '%S+') do if s == status then ok = true end end
   if not ok then return {'refused', status} end
 end
+if ARGV[8] ~= '' and redis.call('HGET', KEYS[1], ARGV[8]) ~= ARGV[9] then
+  return {'refused', status}
+end
 local id = redis.call('HGET', KEYS[1], 'id')
 if tonumber(ARGV[6]) >= 0 and active(KEYS[4], ARGV[7], id) >= tonumber(ARGV[6]) then
   return {'running_quota', status}
 end
 local n = tonumber(ARGV[5])
-for i = 8, 7 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 10, 9 + 2 * n, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if ARGV[1] ~= '' then
   redis.call('HSET', KEYS[1], 'status', ARGV[1])
   if ARGV[1] == 'running' then
@@ -73,7 +77,7 @@ end
 if ARGV[3] == 'del' then
   redis.call('DEL', KEYS[2])
 elseif ARGV[3] == 'set' then
-  for i = 8 + 2 * n, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  for i = 10 + 2 * n, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 end
 return {'ok', status}
 """

@@ -115,23 +115,28 @@ class ReplService:
         self.store.add_event(
             repl_id, "created", f"Created from the {template} template.", actor.login
         )
-        job_id = self.c.jobs.enqueue("jobs.repl.create", repl_id)
+        job_id = self.enqueue_job("jobs.repl.create", repl_id)
         return Outcome(self.store.require(repl_id), job_id)
 
     def start(self, actor: Actor, repl_id: str) -> Outcome:
         repl = self.get(actor, repl_id, as_admin=False)
         if repl.status in (Status.STARTING, Status.RUNNING):
             return Outcome(repl, None)
+        if repl.desired == Desired.DELETED:  # a delete failed half-way: finish it instead
+            raise TransitionRefused("This REPL failed while being deleted; delete it again.")
         quota = {"max_active": self.c.settings.quota_running, "owner_id": repl.owner_id}
         if repl.status == Status.CREATING:
             # The create job starts it once the files are in place.
-            self.store.transition(
-                repl_id,
-                None,
-                allowed=[Status.CREATING],
-                fields={"desired": Desired.RUNNING.value},
-                **quota,
-            )
+            try:
+                self.store.transition(
+                    repl_id,
+                    None,
+                    allowed=[Status.CREATING],
+                    fields={"desired": Desired.RUNNING.value},
+                    **quota,
+                )
+            except TransitionRefused:
+                return self.start(actor, repl_id)  # created meanwhile: start it the usual way
             return Outcome(self.store.require(repl_id), None)
         try:
             self.store.transition(
@@ -146,7 +151,7 @@ class ReplService:
                 return Outcome(self.store.require(repl_id), None)  # lost a race to a twin
             raise
         self.store.add_event(repl_id, "start", "Start requested.", actor.login)
-        return Outcome(self.store.require(repl_id), self.c.jobs.enqueue("jobs.repl.start", repl_id))
+        return Outcome(self.store.require(repl_id), self.enqueue_job("jobs.repl.start", repl_id))
 
     def stop(self, actor: Actor, repl_id: str, *, force: bool = False) -> Outcome:
         """Stop, saving files; ``force`` stops without saving (owners only)."""
@@ -154,9 +159,15 @@ class ReplService:
         if repl.status == Status.STOPPED:
             return Outcome(repl, None)
         if repl.status == Status.CREATING:
-            self.store.transition(
-                repl_id, None, allowed=[Status.CREATING], fields={"desired": Desired.STOPPED.value}
-            )
+            try:
+                self.store.transition(
+                    repl_id,
+                    None,
+                    allowed=[Status.CREATING],
+                    fields={"desired": Desired.STOPPED.value},
+                )
+            except TransitionRefused:
+                return self.stop(actor, repl_id, force=force)  # created meanwhile
             return Outcome(self.store.require(repl_id), None)
         fields = {"desired": Desired.STOPPED.value, "stop_force": "1" if force else ""}
         try:
@@ -173,7 +184,7 @@ class ReplService:
             raise
         what = "Force stop requested: files will NOT be saved." if force else "Stop requested."
         self.store.add_event(repl_id, "stop", what, actor.login)
-        job_id = self.c.jobs.enqueue("jobs.repl.stop", repl_id, force=force)
+        job_id = self.enqueue_job("jobs.repl.stop", repl_id, force=force)
         return Outcome(self.store.require(repl_id), job_id)
 
     def stop_idle(self, repl_id: str) -> Outcome:
@@ -188,9 +199,7 @@ class ReplService:
             return Outcome(repl, None)
         self.store.transition(repl_id, Status.DELETING, fields={"desired": Desired.DELETED.value})
         self.store.add_event(repl_id, "delete", "Delete requested.", actor.login)
-        return Outcome(
-            self.store.require(repl_id), self.c.jobs.enqueue("jobs.repl.delete", repl_id)
-        )
+        return Outcome(self.store.require(repl_id), self.enqueue_job("jobs.repl.delete", repl_id))
 
     def resume_interrupted(self, quiet_for: float = 0) -> list[str]:
         """Enqueue again the job of every REPL caught mid-change whose lock is free and
@@ -204,11 +213,13 @@ class ReplService:
                 continue
             if self.store.is_locked(repl.id):
                 continue  # a job is on it right now
+            if self.c.jobs.is_pending(self.store.get_field(repl.id, "job_id")):
+                continue  # its job is only waiting in a busy queue
             kwargs = {}
             if repl.status == Status.STOPPING:
                 kwargs["force"] = self.store.get_field(repl.id, "stop_force") == "1"
             self.store.add_event(repl.id, "resume", "Resuming an interrupted change.")
-            self.c.jobs.enqueue(job, repl.id, **kwargs)
+            self.enqueue_job(job, repl.id, **kwargs)
             resumed.append(repl.id)
         return resumed
 
@@ -234,6 +245,12 @@ class ReplService:
             raise NotFound("No such REPL.")
         if active:
             self.store.touch_activity(repl_id)
+
+    def enqueue_job(self, func: str, repl_id: str, **kwargs) -> str:
+        # The job id is kept with the REPL so reconcile can tell a lost job from a queued one.
+        job_id = self.c.jobs.enqueue(func, repl_id, **kwargs)
+        self.store.set_fields(repl_id, job_id=job_id)
+        return job_id
 
     def runner_idle(self, repl_id: str) -> Outcome:
         if self.store.get(repl_id) is None:
