@@ -31,14 +31,14 @@ def reconcile() -> dict:
     """
     c = context.get()
     vanished = []
-    known = set(c.store.list_ids())
-    orphans = sorted({obj.repl_id for obj in c.runtime.list_managed()} - known)
+    repls = c.store.list_all()  # one round trip
+    orphans = sorted({obj.repl_id for obj in c.runtime.list_managed()} - {r.id for r in repls})
     for repl_id in orphans:
         log.warning("runtime objects of REPL %s have no record in Redis", repl_id)
-    for repl_id in known:
-        repl = c.store.get(repl_id)
-        if repl is None or repl.status != Status.RUNNING:
+    for repl in repls:
+        if repl.status != Status.RUNNING:
             continue
+        repl_id = repl.id
         try:
             with c.store.lock(repl_id):
                 if c.runtime.is_running(repl):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from devex.models import Status
-from tests.support.auth_helpers import (
+from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` fixture
     ADMIN,
     OTHER,
     OWNER,
@@ -20,6 +20,7 @@ from tests.support.auth_helpers import (
     revoked_token,
     session_api,
     store,
+    users_app,
 )
 
 # route -> (method, path, the REPL's status before, status answered on success)
@@ -46,13 +47,6 @@ CALLERS = {
     "revoked_token": 401,
     "expired_token": 401,
 }
-
-
-@pytest.fixture
-def app(data_dir):
-    app = make_app(data_dir)
-    add_users(app)
-    return app
 
 
 def call(app, caller: str, method: str, path: str, json=None):
@@ -155,7 +149,7 @@ def test_create_access(app, caller, expected):
     )
     assert resp.status_code == expected, resp.get_json()
     if expected != 202:
-        assert store(app).list_ids() == []
+        assert store(app).list_all() == []
 
 
 @pytest.mark.parametrize(

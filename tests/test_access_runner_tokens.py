@@ -10,13 +10,14 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from devex import tokens
 from devex.models import Status
-from tests.support.auth_helpers import (
+from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` fixture
     OWNER,
     add_users,
     create_repl,
     make_app,
     session_api,
     store,
+    users_app,
 )
 from tests.support.tampering import tamper
 
@@ -39,13 +40,6 @@ def signed_long_ago(key: str, repl_id: str, scope: str) -> str:
 
 def runner_token(repl_id: str) -> str:
     return tokens.sign(tokens.repl_key(SECRET, repl_id), repl_id, tokens.RUNNER_SCOPE)
-
-
-@pytest.fixture
-def app(data_dir):
-    app = make_app(data_dir)
-    add_users(app)
-    return app
 
 
 @pytest.fixture

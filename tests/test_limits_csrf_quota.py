@@ -8,7 +8,7 @@ import redis
 
 from devex.infra import keys
 from devex.models import Status
-from tests.support.auth_helpers import (
+from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` fixture
     OTHER,
     OWNER,
     add_users,
@@ -19,6 +19,7 @@ from tests.support.auth_helpers import (
     queued,
     session_api,
     store,
+    users_app,
 )
 
 CREATE = {"name": "x", "template": "python", "start": False}
@@ -52,13 +53,6 @@ def redis_state(app) -> dict:
             raise AssertionError(f"redis_state does not know {kind} keys ({key!r})")
         state[key] = (kind, value, r.ttl(key) > 0)
     return state
-
-
-@pytest.fixture
-def app(data_dir):
-    app = make_app(data_dir)
-    add_users(app)
-    return app
 
 
 def test_redis_state_sees_a_changed_field(app):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devex.infra import keys
-from tests.support.auth_helpers import (
+from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` fixture
     OTHER,
     OWNER,
     add_users,
@@ -19,14 +19,8 @@ from tests.support.auth_helpers import (
     new_token,
     session_api,
     store,
+    users_app,
 )
-
-
-@pytest.fixture
-def app(data_dir):
-    app = make_app(data_dir)
-    add_users(app)
-    return app
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from apiflask import APIBlueprint
 from flask import request
 
 from devex import schemas
-from devex.errors import NotFound, Unauthorized
+from devex.errors import Unauthorized
 from devex.security import devex, require_actor
 from devex.tokens import RUNNER_SCOPE, TokenError, repl_key, verify
 
@@ -127,8 +127,6 @@ def _runner(repl_id: str) -> None:
         verify(key, repl_id, RUNNER_SCOPE, token, max_age=7 * 24 * 3600)
     except TokenError:
         raise Unauthorized("A valid runner token for this REPL is required.") from None
-    if devex().components.store.get(repl_id) is None:
-        raise NotFound("No such REPL.")
 
 
 @bp.post("/runner/<repl_id>/heartbeat")

@@ -8,8 +8,7 @@ from redis import Redis
 from rq import Queue, Retry
 from rq.job import JobStatus
 
-PENDING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED,
-                     JobStatus.DEFERRED})
+PENDING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED})
 JOB_TIMEOUT = 900  # seconds; a start waits for pods, a stop for uploads
 
 
@@ -19,13 +18,19 @@ class JobQueue:
         self.retry_intervals = retry_intervals
         self.wakeup = threading.Event()  # the embedded worker waits on this
 
-    def enqueue(self, func: str, *args, **kwargs) -> str:
+    def enqueue(self, func: str, *args, job_id: str | None = None, **kwargs) -> str:
         retry = None
         if self.retry_intervals:
             intervals = list(self.retry_intervals)
             retry = Retry(max=len(intervals), interval=intervals if any(intervals) else 0)
         job = self.queue.enqueue(
-            func, *args, **kwargs, retry=retry, job_timeout=JOB_TIMEOUT, result_ttl=3600
+            func,
+            *args,
+            **kwargs,
+            job_id=job_id,
+            retry=retry,
+            job_timeout=JOB_TIMEOUT,
+            result_ttl=3600,
         )
         self.wakeup.set()
         return job.id

@@ -103,9 +103,6 @@ class ReplStore:
         rows = self._list(keys=[keys.ALL_REPLS], args=[META_PREFIX])
         return [Repl.from_hash(_pairs_to_dict(row)) for row in rows if row]
 
-    def list_ids(self) -> list[str]:
-        return [_decode(x) for x in self.redis.zrange(keys.ALL_REPLS, 0, -1)]
-
     def transition(
         self,
         repl_id: str,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -215,11 +216,9 @@ class ReplService:
                 continue  # a job is on it right now
             if self.c.jobs.is_pending(self.store.get_field(repl.id, "job_id")):
                 continue  # its job is only waiting in a busy queue
-            kwargs = {}
-            if repl.status == Status.STOPPING:
-                kwargs["force"] = self.store.get_field(repl.id, "stop_force") == "1"
+            # (A stop job reads ``stop_force`` from the record: nothing to pass on.)
             self.store.add_event(repl.id, "resume", "Resuming an interrupted change.")
-            self.enqueue_job(job, repl.id, **kwargs)
+            self.enqueue_job(job, repl.id)
             resumed.append(repl.id)
         return resumed
 
@@ -247,10 +246,12 @@ class ReplService:
             self.store.touch_activity(repl_id)
 
     def enqueue_job(self, func: str, repl_id: str, **kwargs) -> str:
-        # The job id is kept with the REPL so reconcile can tell a lost job from a queued one.
-        job_id = self.c.jobs.enqueue(func, repl_id, **kwargs)
+        # The job id is kept with the REPL so reconcile can tell a lost job from a queued
+        # one. It is recorded before the enqueue: afterwards a fast worker may already have
+        # run the job (a delete removes the record).
+        job_id = str(uuid.uuid4())
         self.store.set_fields(repl_id, job_id=job_id)
-        return job_id
+        return self.c.jobs.enqueue(func, repl_id, job_id=job_id, **kwargs)
 
     def runner_idle(self, repl_id: str) -> Outcome:
         if self.store.get(repl_id) is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from devex import create_app
 from devex.models import TRANSITIONS, Status, User
 from tests.conftest import Api
@@ -26,6 +28,14 @@ def make_app(data_dir, **settings):
     }
     config.update(settings)
     return create_app(config)
+
+
+@pytest.fixture(name="app")
+def users_app(data_dir):
+    """For test modules that import it: the app without a worker, with the three users."""
+    app = make_app(data_dir)
+    add_users(app)
+    return app
 
 
 def store(app):
