@@ -56,6 +56,7 @@ class Settings:
     start_timeout: int = 60  # seconds a runner gets to become ready
     lock_wait: int = 300  # seconds a job waits for another job on the same REPL
     idle_timeout: int = 3600  # seconds without activity before a running REPL is stopped
+    autosave_seconds: int = 30  # how often a running REPL's changed files are saved
     periodic_interval: int = 60  # seconds between reconcile/cull runs of the embedded worker
     max_body_bytes: int = 64 * 1024
     quota_repls: int = 50

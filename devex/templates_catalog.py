@@ -35,6 +35,8 @@ class Template:
     description: str
     image: str
     port: int = 8080
+    run: str = ""  # the IDE's Run button: a shell command run in the workspace
+    shell: str = ""  # the terminal's shell; empty: the runner's default (bash, else sh)
     resources: Resources = field(default_factory=Resources)
     files_dir: Path = Path()
 
@@ -73,6 +75,8 @@ def load_template(folder: Path) -> Template:
             description=str(data.get("description", "")),
             image=str(data["image"]),
             port=int(data.get("port", 8080)),
+            run=str(data.get("run") or ""),
+            shell=str(data.get("shell") or ""),
             resources=Resources(
                 cpu_request=str(res.get("requests", {}).get("cpu", "100m")),
                 memory_request=str(res.get("requests", {}).get("memory", "256Mi")),

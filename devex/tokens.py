@@ -14,6 +14,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 IDE_SCOPE = "ide"  # the browser IDE talking to the runner (short-lived)
 RUNNER_SCOPE = "runner"  # the runner talking to the core (lives as long as the REPL runs)
+CONTROL_SCOPE = "control"  # the core's stop telling the runner to stop edits (minutes)
 
 
 class TokenError(Exception):
