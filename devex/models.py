@@ -35,6 +35,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.DELETING: frozenset({Status.FAILED}),
 }
 
+# What a runner reports of its autosave (runner/autosave.py), in heartbeats.
+AUTOSAVE_STATES = ("saved", "saving", "pending", "error", "off")
+
 TRANSITIONAL = frozenset({Status.CREATING, Status.STARTING, Status.STOPPING, Status.DELETING})
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from apiflask import Schema
 from apiflask.fields import Boolean, List, Nested, String
-from apiflask.validators import OneOf
+from apiflask.validators import Length, OneOf
 from marshmallow import EXCLUDE
 
-from devex.models import Desired, Status
+from devex.models import AUTOSAVE_STATES, Desired, Status
 
 
 class ReplOut(Schema):
@@ -69,11 +69,21 @@ class SessionOut(Schema):
     expires_at = String(required=True, metadata={"format": "date-time"})
 
 
+class AutosaveIn(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    state = String(required=True, validate=OneOf(AUTOSAVE_STATES))
+    savedAt = String(load_default=None, allow_none=True, validate=Length(max=40))  # noqa: N815
+    error = String(load_default=None, allow_none=True)
+
+
 class HeartbeatIn(Schema):
     class Meta:
         unknown = EXCLUDE
 
     active = Boolean(load_default=False)
+    autosave = Nested(AutosaveIn, load_default=None, allow_none=True)
 
 
 class OkOut(Schema):

@@ -1,4 +1,4 @@
-"""``python -m runner {serve,sync-down,sync-up}``.
+"""``python -m runner {serve,sync-down,sync-up,autosave}``.
 
 Settings come from flags, falling back to ``RUNNER_*`` environment variables. Storage for the
 sync commands comes from ``devex.infra.storage.storage_from_env(os.environ)`` (``DEVEX_*``).
@@ -66,6 +66,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--host", default=environ.get("RUNNER_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=_env_int(environ, "RUNNER_PORT", 8080))
     serve.add_argument("--base-path", default=environ.get("RUNNER_BASE_PATH", "/"))
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without RUNNER_REPL_ID/RUNNER_KEY: anyone who can reach the port can use "
+        "the workspace (tests and local debugging only)",
+    )
 
     down = sub.add_parser("sync-down", help="make a directory mirror a storage prefix")
     down.add_argument("--prefix", required=True, type=_prefix)
@@ -74,6 +80,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     up = sub.add_parser("sync-up", help="make a storage prefix mirror a directory")
     up.add_argument("--src", required=True, type=Path)
     up.add_argument("--prefix", required=True, type=_prefix)
+    up.add_argument("--lock", type=Path, help="lock file shared with autosave")
+    up.add_argument(
+        "--quiesce-url",
+        help="the runner's _control/quiesce URL, called first (token in RUNNER_CONTROL_TOKEN)",
+    )
+
+    auto = sub.add_parser("autosave", help="save a running workspace's changes periodically")
+    auto.add_argument("--src", required=True, type=Path)
+    auto.add_argument("--prefix", required=True, type=_prefix)
+    auto.add_argument(
+        "--interval", type=float, default=_env_float(environ, "RUNNER_AUTOSAVE_SECONDS", 30.0)
+    )
+    auto.add_argument("--listen", default="127.0.0.1:8081", help="HOST:PORT for /status, /save")
+    auto.add_argument("--lock", type=Path, help="lock file shared with the stop's sync-up")
     return parser
 
 
@@ -88,6 +108,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     if args.command == "serve":
         return _serve(parser, args, environ)
+    if args.command == "autosave":
+        return _autosave(parser, args, environ)
     return _sync(args, environ)
 
 
@@ -105,9 +127,13 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace, environ) -
         parser.error(str(exc))
     repl_id = environ.get("RUNNER_REPL_ID") or None
     key = environ.get("RUNNER_KEY") or None
-    if bool(repl_id) != bool(key):
-        # Fail closed: half a configuration must not silently turn authentication off.
-        parser.error("set both RUNNER_REPL_ID and RUNNER_KEY, or neither")
+    if args.no_auth:
+        if key:
+            parser.error("--no-auth and RUNNER_KEY contradict each other")
+    elif not (repl_id and key):
+        # Fail closed: a runner without its key would serve the workspace to anyone.
+        parser.error("RUNNER_REPL_ID and RUNNER_KEY are required (--no-auth for local "
+                     "debugging only)")
     if isinstance(environ, os._Environ):
         # Whatever the runner starts later (a terminal) must not inherit the signing key.
         os.environ.pop("RUNNER_KEY", None)
@@ -124,6 +150,13 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace, environ) -
         token_max_age=_env_int(environ, "RUNNER_TOKEN_MAX_AGE", 3600),
         core_url=core_url,
         heartbeat_seconds=_env_float(environ, "RUNNER_HEARTBEAT_SECONDS", 60.0),
+        idle_timeout=_env_seconds(environ, "RUNNER_IDLE_TIMEOUT"),
+        autosave_url=environ.get("RUNNER_AUTOSAVE_URL") or None,
+        allowed_origins=tuple(o.strip() for o in environ.get("RUNNER_ALLOWED_ORIGINS", "")
+                              .split(",") if o.strip()),
+        shell=environ.get("RUNNER_SHELL") or None,
+        run_command=environ.get("RUNNER_RUN_COMMAND") or None,
+        auth_timeout=_env_float(environ, "RUNNER_AUTH_TIMEOUT", 5.0),
     )
     if core_url and not settings.auth_enabled:
         log.warning("RUNNER_CORE_URL is set without RUNNER_REPL_ID/RUNNER_KEY: no heartbeat")
@@ -135,14 +168,70 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace, environ) -
     return 0
 
 
-def _sync(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+def _env_seconds(environ: Mapping[str, str], name: str) -> float:
+    """A duration where 0 means off."""
+    raw = environ.get(name, "").strip()
+    if not raw or raw == "0":
+        return 0.0
+    return _env_float(environ, name, 0.0)
+
+
+def _storage(op: str, environ: Mapping[str, str]):
     from devex.infra.storage import StorageError, storage_from_env
 
-    op = args.command
     try:
-        storage = storage_from_env(environ)
+        return storage_from_env(environ)
     except (StorageError, ValueError) as exc:  # devex.config.ConfigError is a ValueError
         print(f"runner: {op} failed: invalid storage configuration: {exc}", file=sys.stderr)
+        return None
+
+
+def _autosave(parser: argparse.ArgumentParser, args: argparse.Namespace, environ) -> int:
+    from runner.autosave import Autosaver, serve
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        parser.error("--listen is HOST:PORT")
+    if args.interval <= 0:
+        parser.error("--interval must be positive")
+    if not args.src.is_dir():
+        parser.error(f"not a directory: {args.src}")
+    storage = _storage("autosave", environ)
+    if storage is None:
+        return 1
+    saver = Autosaver(storage, args.src, args.prefix, args.interval, args.lock)
+    try:
+        asyncio.run(serve(saver, host, int(port)))
+    except OSError as exc:  # e.g. port in use
+        print(f"runner: autosave cannot serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def quiesce(url: str, token: str | None) -> str:
+    """Ask the runner to stop edits before the final save; what happened, in words. A
+    runner that does not answer (crashed, OOM-killed) cannot edit either: the save goes on."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method="POST", data=b"",
+                                     headers={"Authorization": f"Bearer {token or ''}"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as resp:  # noqa: S310 - loopback
+            return f"runner quiesced (HTTP {resp.status})"
+    except urllib.error.HTTPError as exc:
+        return f"runner refused to quiesce: HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"runner not reachable, saving anyway: {exc}"
+
+
+def _sync(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from devex.infra.storage import StorageError
+    from runner.autosave import sync_lock
+
+    op = args.command
+    storage = _storage(op, environ)
+    if storage is None:
         return 1
     try:
         if op == "sync-down":
@@ -152,7 +241,10 @@ def _sync(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if not args.src.is_dir():
                 print(f"runner: {op} failed: not a directory: {args.src}", file=sys.stderr)
                 return 1
-            report = storage.sync_up(args.src, args.prefix)
+            if args.quiesce_url:
+                log.info(quiesce(args.quiesce_url, environ.get("RUNNER_CONTROL_TOKEN")))
+            with sync_lock(args.lock):
+                report = storage.sync_up(args.src, args.prefix)
     except StorageError as exc:
         print(f"runner: {op} failed: {exc}", file=sys.stderr)
         return 1

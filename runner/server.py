@@ -1,14 +1,17 @@
 """The runner's HTTP surface (aiohttp), mounted under a base path.
 
-``{base}healthz`` is always open. Every ``{base}api/`` route needs an IDE token for this REPL
-when a key is configured (``RUNNER_REPL_ID`` + ``RUNNER_KEY``); without one (local development)
-the API is open. Errors are always ``{"error": {"code", "message"}}``.
+``{base}healthz``, the IDE page ``{base}`` and its assets ``{base}static/`` are open. The
+IDE's WebSocket ``{base}ws`` (``runner.ws``) and every ``{base}api/`` route need an IDE token
+for this REPL; ``{base}_control/quiesce`` needs a control token (the stop). Only a runner
+started with ``--no-auth`` (tests, local debugging) serves without. Errors are always
+``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import secrets
@@ -17,18 +20,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from devex import tokens
-from runner import heartbeat
+from runner import heartbeat, ws
 from runner.workspace import MAX_READ_BYTES, Workspace, WorkspaceError
 
 log = logging.getLogger("runner")
 access_log = logging.getLogger("runner.access")
 
 _BASE_PATH_RE = re.compile(r"^/(?:[A-Za-z0-9._~-]+/)*$")
-_PAGE = Path(__file__).with_name("static") / "index.html"
+_STATIC = Path(__file__).with_name("static")
+_PAGE = _STATIC / "index.html"
+CONTROL_TOKEN_MAX_AGE = 600
+AUTOSAVE_POLL_SECONDS = 2.0
 
 
 def render_page(nonce: str) -> str:
@@ -46,6 +53,12 @@ class ServerSettings:
     token_max_age: int = 3600
     core_url: str | None = None
     heartbeat_seconds: float = 60.0
+    idle_timeout: float = 0  # seconds; 0: the runner never asks to be stopped
+    autosave_url: str | None = None  # the autosave companion, e.g. http://127.0.0.1:8081/
+    allowed_origins: tuple[str, ...] = ()  # IDE frontends besides the runner's own page
+    shell: str | None = None
+    run_command: str | None = None
+    auth_timeout: float = 5.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -96,6 +109,7 @@ _HTTP_CODES = {
 SETTINGS = web.AppKey("settings", ServerSettings)
 WORKSPACE = web.AppKey("workspace", Workspace)
 ACTIVITY = web.AppKey("activity", heartbeat.Activity)
+HUB = web.AppKey("hub", ws.Hub)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -143,11 +157,30 @@ def create_app(settings: ServerSettings) -> web.Application:
     async def index(request: web.Request) -> web.Response:
         nonce = secrets.token_urlsafe(16)
         resp = web.Response(text=render_page(nonce), content_type="text/html")
+        # Editor and terminal inject their own <style> elements: styles may be inline,
+        # scripts only our own files or the nonce.
         resp.headers["Content-Security-Policy"] = (
-            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+            f"default-src 'none'; script-src 'self' 'nonce-{nonce}'; "
+            "style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; "
+            "font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
         )
         return resp
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        return await ws.handle(request, request.app[HUB])
+
+    async def quiesce(request: web.Request) -> web.Response:
+        if settings.auth_enabled:
+            try:
+                tokens.verify(settings.key, settings.repl_id, tokens.CONTROL_SCOPE,
+                              _bearer(request), CONTROL_TOKEN_MAX_AGE)
+            except tokens.TokenError as exc:
+                return error_response(401, "unauthorized", str(exc))
+        hub = request.app[HUB]
+        closed = len(hub.connections)
+        await hub.quiesce()
+        log.info("quiesced for the stop: %d connection(s) closed", closed)
+        return web.json_response({"ok": True, "closed": closed})
 
     async def redirect_to_base(request: web.Request) -> web.Response:
         raise web.HTTPPermanentRedirect(base)
@@ -186,22 +219,88 @@ def create_app(settings: ServerSettings) -> web.Application:
     async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
+        static = request.path.startswith(base + "static/")
+        response.headers.setdefault("Cache-Control", "max-age=3600" if static else "no-store")
 
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[WORKSPACE] = Workspace(settings.workspace)
     app[ACTIVITY] = heartbeat.Activity()
+    hub = app[HUB] = ws.Hub(
+        config=ws.IdeConfig(
+            workspace=app[WORKSPACE].root,
+            repl_id=settings.repl_id,
+            key=settings.key if settings.auth_enabled else None,
+            token_max_age=settings.token_max_age,
+            auth_timeout=settings.auth_timeout,
+            allowed_origins=settings.allowed_origins,
+            shell=settings.shell,
+            run_command=settings.run_command,
+        ),
+        workspace=app[WORKSPACE],
+        activity=app[ACTIVITY],
+    )
     app.on_response_prepare.append(security_headers)
     app.router.add_get(base + "healthz", healthz)
     app.router.add_get(base, index)
     if base != "/":
         app.router.add_get(base.rstrip("/"), redirect_to_base)
+    app.router.add_static(base + "static/", _STATIC, follow_symlinks=False)
+    app.router.add_get(base + "ws", websocket)
+    app.router.add_post(base + "_control/quiesce", quiesce)
     app.router.add_get(api_prefix + "files", list_files)
     app.router.add_get(api_prefix + "files/{path:.*}", read_file)
+    if settings.autosave_url:
+        app.cleanup_ctx.append(_autosave_ctx(settings.autosave_url, hub))
     if settings.core_url and settings.auth_enabled:
-        app.cleanup_ctx.append(heartbeat.cleanup_ctx(settings, app[ACTIVITY]))
+        app.cleanup_ctx.append(heartbeat.cleanup_ctx(
+            settings, app[ACTIVITY], lambda: hub.save_status if settings.autosave_url else None,
+            lambda: hub.running_programs() > 0))
+    app.on_shutdown.append(lambda app: app[HUB].quiesce())  # stop edits before exiting
     return app
+
+
+def _autosave_ctx(url: str, hub: ws.Hub):
+    """Follow the autosave companion's state and let the IDE ask it for a save."""
+    base = url.rstrip("/")
+
+    async def ctx(app: web.Application):
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
+
+        async def save_now() -> dict:
+            try:
+                async with session.post(f"{base}/save") as resp:
+                    result = await resp.json()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                return {"success": False, "error": f"autosave is unreachable: {exc}"}
+            await hub.set_save_status({"state": "saved" if result.get("success") else "error",
+                                       "savedAt": result.get("savedAt"),
+                                       "error": result.get("error")})
+            return result
+
+        async def follow() -> None:
+            while True:
+                try:
+                    async with session.get(f"{base}/status",
+                                           timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                        status = await resp.json()
+                    await hub.set_save_status({k: status.get(k)
+                                               for k in ("state", "savedAt", "error")})
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    await hub.set_save_status({"state": "error", "savedAt": None,
+                                               "error": f"autosave is unreachable: {exc}"})
+                await asyncio.sleep(AUTOSAVE_POLL_SECONDS)
+
+        hub.save_now = save_now
+        hub.save_status = {"state": "pending", "savedAt": None, "error": None}
+        task = asyncio.create_task(follow(), name="autosave-status")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await session.close()
+
+    return ctx
 
 
 async def serve(settings: ServerSettings, stop: asyncio.Event | None = None) -> None:
@@ -224,8 +323,9 @@ async def serve(settings: ServerSettings, stop: asyncio.Event | None = None) -> 
             normalize_base_path(settings.base_path),
             "on" if settings.auth_enabled else "off",
         )
-        if not settings.auth_enabled and settings.host not in ("127.0.0.1", "::1", "localhost"):
-            log.warning("no RUNNER_KEY set: the file API is open to anyone who can reach it")
+        if not settings.auth_enabled:
+            log.warning("AUTH IS OFF (--no-auth): anyone who can reach %s:%s can read and "
+                        "write the workspace and run code in it", settings.host, settings.port)
         await stop.wait()
         log.info("shutting down")
     finally:

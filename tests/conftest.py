@@ -28,10 +28,14 @@ def kill_runners(data_dir: Path) -> None:
     """Stop runner processes a test left behind (a failing test must not leak them)."""
     for record in (data_dir / "runners").glob("*.json"):
         try:
-            pid = json.loads(record.read_text())["pid"]
-            os.killpg(pid, signal.SIGKILL)
-        except (OSError, ValueError, KeyError):
-            pass
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        for pid in (data.get("pid"), data.get("autosave_pid")):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (OSError, TypeError):
+                pass
 
 
 @pytest.fixture

@@ -9,12 +9,14 @@ import redis
 from rq import SimpleWorker
 from rq.timeouts import TimerDeathPenalty
 
+from devex import create_app
 from devex.config import Settings
 from devex.infra.storage import StorageError
 from devex.models import Desired, Repl, Status, utcnow
 from devex.wiring import build
 from jobs import context
 from jobs import repl as repl_jobs
+from tests.conftest import login_local
 
 
 def make_repl(components, name="r", status=Status.CREATING, desired=Desired.STOPPED) -> Repl:
@@ -150,7 +152,18 @@ def test_upload_failure_during_stop_keeps_files_and_a_later_stop_succeeds(app, a
     assert not workspace.exists()
 
 
-def test_force_stop_discards_and_says_so(app, api):
+@pytest.fixture
+def app_without_autosave(data_dir):
+    """Autosave far away, so that only the stop could save a file."""
+    app = create_app({"TESTING": True, "DEVEX_DATA_DIR": data_dir,
+                      "DEVEX_SECRET_KEY": "test-secret", "DEVEX_AUTOSAVE_SECONDS": 3600})
+    yield app
+    app.extensions["devex"].close()
+
+
+def test_force_stop_discards_and_says_so(app_without_autosave):
+    app = app_without_autosave
+    api = login_local(app.test_client())
     ext = app.extensions["devex"]
     repl_id = api.post("/api/repl/create", json={"name": "f", "template": "bash"}).json[
         "repl"]["id"]

@@ -67,6 +67,7 @@ class Runner:
                         str(self.port),
                         "--base-path",
                         base_path,
+                        *([] if "RUNNER_KEY" in env else ["--no-auth"]),
                     ],
                     cwd=REPO,
                     env=clean_env(**env),

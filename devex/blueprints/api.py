@@ -135,7 +135,7 @@ def _runner(repl_id: str) -> None:
 @bp.doc(summary="Runner: record activity", responses={401: "Bad runner token", 404: "Gone"})
 def heartbeat(repl_id: str, data):
     _runner(repl_id)
-    devex().repls.runner_heartbeat(repl_id, data["active"])
+    devex().repls.runner_heartbeat(repl_id, data["active"], data.get("autosave"))
     return {"ok": True}
 
 

@@ -183,7 +183,8 @@ class ReplService:
             if refused.current in (Status.STOPPED, Status.STOPPING):
                 return Outcome(self.store.require(repl_id), None)
             raise
-        what = "Force stop requested: files will NOT be saved." if force else "Stop requested."
+        what = ("Force stop requested: changes since the last autosave will NOT be "
+                "saved.") if force else "Stop requested."
         self.store.add_event(repl_id, "stop", what, actor.login)
         job_id = self.enqueue_job("jobs.repl.stop", repl_id, force=force)
         return Outcome(self.store.require(repl_id), job_id)
@@ -238,12 +239,32 @@ class ReplService:
             "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
-    def runner_heartbeat(self, repl_id: str, active: bool) -> None:
+    def runner_heartbeat(self, repl_id: str, active: bool, autosave: dict | None = None) -> None:
         repl = self.store.get(repl_id)
         if repl is None:
             raise NotFound("No such REPL.")
         if active:
             self.store.touch_activity(repl_id)
+        if autosave:
+            self._note_autosave(repl_id, autosave)
+
+    def _note_autosave(self, repl_id: str, autosave: dict) -> None:
+        """Autosave failures, and their end, go to the REPL's events (not every save)."""
+        state = autosave["state"]
+        if state not in ("saved", "error"):
+            return  # saving / pending say nothing new
+        previous = self.store.get_field(repl_id, "autosave_state")
+        if state == previous:
+            return
+        if state == "error":
+            reason = (autosave.get("error") or "unknown error")[:300]
+            self.store.add_event(repl_id, "autosave", f"Autosave failed: {reason}")
+        elif previous == "error":
+            self.store.add_event(repl_id, "autosave", "Autosave works again: files saved.")
+        else:
+            self.store.add_event(repl_id, "autosave", "Autosave is on: changed files are "
+                                 f"saved every {self.c.settings.autosave_seconds} s.")
+        self.store.set_fields(repl_id, autosave_state=state)
 
     def enqueue_job(self, func: str, repl_id: str, **kwargs) -> str:
         # The job id is kept with the REPL so reconcile can tell a lost job from a queued

@@ -1,9 +1,11 @@
 """``LocalRuntime``: a workspace directory plus a runner process per REPL, on 127.0.0.1.
 
 The files move with the runner's own ``sync-down``/``sync-up`` commands, exactly as the
-Kubernetes init and ephemeral containers do, so both runtimes share one sync path.
+Kubernetes init and ephemeral containers do, so both runtimes share one sync path. Beside
+each runner runs its autosave companion (``python -m runner autosave``, the Kubernetes
+sidecar's twin): it alone gets the storage settings, the runner never does.
 Runner processes live in their own session so that a worker restart does not kill them;
-a small JSON record per REPL (pid, port) lets any worker find them again.
+a small JSON record per REPL (pids, ports) lets any worker find them again.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class LocalRuntime(Runtime):
 
     def _record_path(self, repl_id: str) -> Path:
         return self.records / f"{repl_id}.json"
+
+    def _lock_path(self, repl_id: str) -> Path:
+        return self.records / f"{repl_id}.sync.lock"
 
     def _record(self, repl_id: str) -> dict | None:
         try:
@@ -106,15 +111,36 @@ class LocalRuntime(Runtime):
         except (ValueError, IndexError):
             return {}
 
-    def _alive(self, record: dict | None) -> bool:
+    def _alive(self, record: dict | None, role: str = "serve") -> bool:
         if not record:
             return False
-        pid = record.get("pid")
+        pid = record.get("pid" if role == "serve" else "autosave_pid")
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
-        return b"serve" in cmdline and record.get("workspace", "").encode() in cmdline
+        return role.encode() in cmdline and record.get("workspace", "").encode() in cmdline
+
+    def _spawn(self, args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+        with open(log_path, "ab") as log_file:
+            return subprocess.Popen(
+                [self.python, "-m", "runner", *args],
+                cwd=ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def _start_autosave(self, repl: Repl, workspace: Path, port: int) -> subprocess.Popen:
+        return self._spawn(
+            ["autosave", "--src", str(workspace), "--prefix", repl.storage_prefix,
+             "--interval", str(self.settings.autosave_seconds),
+             "--listen", f"127.0.0.1:{port}", "--lock", str(self._lock_path(repl.id))],
+            {**self._base_env(), **self._storage_env()},
+            self.records / f"{repl.id}.log",
+        )
 
     def _healthy(self, url: str) -> bool:
         try:
@@ -131,6 +157,11 @@ class LocalRuntime(Runtime):
         self.check()
         record = self._record(repl.id)
         if self._alive(record) and self._healthy(record["url"]):
+            if not self._alive(record, "autosave") and record.get("autosave_port"):
+                proc = self._start_autosave(repl, Path(record["workspace"]),
+                                            record["autosave_port"])
+                record["autosave_pid"] = proc.pid
+                self._record_path(repl.id).write_text(json.dumps(record))
             progress("runtime", "The runner was already up.")
             return StartResult(url=record["url"], handle={"pid": str(record["pid"])})
         workspace = self.workspace(repl.id)
@@ -149,46 +180,38 @@ class LocalRuntime(Runtime):
                 raise StorageError(f"could not fetch the files: {exc}") from None
             tmp.rename(workspace)
             progress("files", f"Fetched {report.get('downloaded', 0)} files.")
-        port = free_port()
+        port, autosave_port = free_port(), free_port()
         url = f"http://127.0.0.1:{port}/"
         env = {
             **self._base_env(),
             "RUNNER_REPL_ID": repl.id,
             "RUNNER_KEY": tokens.repl_key(self.settings.secret_key, repl.id),
+            "RUNNER_AUTOSAVE_URL": f"http://127.0.0.1:{autosave_port}/",
         }
+        if template.run:
+            env["RUNNER_RUN_COMMAND"] = template.run
+        if template.shell:
+            env["RUNNER_SHELL"] = template.shell
         if self.settings.core_url:
             env["RUNNER_CORE_URL"] = self.settings.core_url
             env["RUNNER_HEARTBEAT_SECONDS"] = str(self.settings.heartbeat_seconds)
+            env["RUNNER_IDLE_TIMEOUT"] = str(self.settings.idle_timeout)
         log_path = self.records / f"{repl.id}.log"
-        with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(
-                [
-                    self.python,
-                    "-m",
-                    "runner",
-                    "serve",
-                    "--workspace",
-                    str(workspace),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--base-path",
-                    "/",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        record = {"pid": proc.pid, "port": port, "url": url, "workspace": str(workspace)}
+        autosave = self._start_autosave(repl, workspace, autosave_port)
+        proc = self._spawn(
+            ["serve", "--workspace", str(workspace), "--host", "127.0.0.1",
+             "--port", str(port), "--base-path", "/"],
+            env,
+            log_path,
+        )
+        record = {"pid": proc.pid, "port": port, "url": url, "workspace": str(workspace),
+                  "autosave_pid": autosave.pid, "autosave_port": autosave_port}
         self._record_path(repl.id).write_text(json.dumps(record))
         progress("runtime", "Runner process launched; waiting for it to answer.")
         deadline = time.monotonic() + self.settings.start_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
+                self._kill(autosave.pid)
                 self._record_path(repl.id).unlink(missing_ok=True)
                 raise RuntimeFailure(
                     f"the runner exited with code {proc.returncode}; see {log_path.name}"
@@ -197,14 +220,22 @@ class LocalRuntime(Runtime):
                 return StartResult(url=url, handle={"pid": str(proc.pid)})
             time.sleep(0.1)  # polling a local process: nothing to watch
         self._kill(proc.pid)
+        self._kill(autosave.pid)
         self._record_path(repl.id).unlink(missing_ok=True)
         raise RuntimeFailure(f"the runner did not answer within {self.settings.start_timeout}s")
 
     def stop(self, repl: Repl, progress: Progress, *, save: bool = True) -> None:
         record = self._record(repl.id)
+        # The runner first: on SIGTERM it refuses writes, closes the IDE's sockets and ends
+        # every terminal. Then autosave (it finishes the save under way). Only then the
+        # final save, under the same lock: nothing typed before the stop is lost.
+        if not save and self._alive(record, "autosave"):
+            self._kill(record["autosave_pid"], hard=True)  # no last save on the way out
         if self._alive(record):
             self._kill(record["pid"])
             progress("runtime", "Runner stopped.")
+        if self._alive(record, "autosave"):
+            self._kill(record["autosave_pid"])
         self._record_path(repl.id).unlink(missing_ok=True)
         workspace = self.workspace(repl.id)
         if not workspace.exists():
@@ -212,7 +243,8 @@ class LocalRuntime(Runtime):
         if save:
             try:
                 report = self._sync(
-                    ["sync-up", "--src", str(workspace), "--prefix", repl.storage_prefix]
+                    ["sync-up", "--src", str(workspace), "--prefix", repl.storage_prefix,
+                     "--lock", str(self._lock_path(repl.id))]
                 )
             except FilesNotSaved as exc:
                 progress("files", f"Files not saved; the workspace is kept: {exc}")
@@ -226,6 +258,7 @@ class LocalRuntime(Runtime):
             for skipped in report.get("skipped", []):
                 progress("files", f"Not saved: {skipped['path']} ({skipped['reason']})")
         shutil.rmtree(workspace)
+        self._lock_path(repl.id).unlink(missing_ok=True)
 
     def is_running(self, repl: Repl) -> bool:
         return self._alive(self._record(repl.id))
@@ -241,9 +274,9 @@ class LocalRuntime(Runtime):
         return found
 
     @staticmethod
-    def _kill(pid: int) -> None:
+    def _kill(pid: int, *, hard: bool = False) -> None:
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGKILL if hard else signal.SIGTERM)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + 10
