@@ -74,8 +74,12 @@ class Workspace:
 
     # -- paths ---------------------------------------------------------------------------
 
-    def parts(self, rel: str) -> tuple[str, ...]:
-        """Validate a request path and split it into components (no ``.``/``..``/empty)."""
+    def parts(self, rel: str, *, follow_last: bool = True) -> tuple[str, ...]:
+        """Validate a request path and split it into components (no ``.``/``..``/empty).
+
+        ``follow_last=False``: the last component may be a symlink (to delete or move the
+        link itself); only its parent must resolve inside the workspace.
+        """
         if not rel or "\x00" in rel or "\\" in rel:
             raise BadPath("invalid path")
         if rel.startswith("/"):
@@ -86,7 +90,7 @@ class Workspace:
         parts = tuple(p for p in raw if p)
         if not parts:
             raise BadPath("invalid path")
-        target = self.root.joinpath(*parts)
+        target = self.root.joinpath(*(parts if follow_last else parts[:-1]))
         # Defence in depth: the resolved target must still be under the resolved root.
         try:
             resolved = target.resolve(strict=False)
@@ -303,7 +307,7 @@ class Workspace:
 
     def delete(self, rel: str) -> None:
         """A file, a symlink (never its target) or a whole directory."""
-        parts = self.parts(rel)
+        parts = self.parts(rel, follow_last=False)
         fd = self._parent_fd(parts)
         try:
             st = _lstat_at(fd, parts[-1])
@@ -317,7 +321,7 @@ class Workspace:
             os.close(fd)
 
     def rename(self, old: str, new: str) -> None:
-        src, dst = self.parts(old), self.parts(new)
+        src, dst = self.parts(old, follow_last=False), self.parts(new)
         if dst[: len(src)] == src:
             raise BadPath("cannot move a folder into itself")
         src_fd = self._parent_fd(src)
@@ -336,7 +340,7 @@ class Workspace:
 
     def copy(self, source: str, target: str) -> None:
         """Copy a file or a whole folder; symlinks are copied as links, never followed."""
-        src, dst = self.parts(source), self.parts(target)
+        src, dst = self.parts(source, follow_last=False), self.parts(target)
         if dst[: len(src)] == src:
             raise BadPath("cannot copy a folder into itself")
         fd = self._parent_fd(src)

@@ -16,12 +16,19 @@ pytest_plugins = ["tests.support.redis_server", "tests.support.moto_server"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session")
+def _home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DEVEX_* setting of the developer's shell leaks into a test."""
+def _clean_env(monkeypatch: pytest.MonkeyPatch, _home: Path) -> None:
+    """No DEVEX_* setting of the developer's shell leaks into a test, and the shells of
+    REPL terminals do not run the developer's ~/.bashrc."""
     for key in list(os.environ):
         if key.startswith("DEVEX_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(_home))
 
 
 def kill_runners(data_dir: Path) -> None:

@@ -3,10 +3,7 @@ purpose, and wrong-REPL, tampered and expired tokens are refused."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from devex import tokens
 from devex.models import Status
@@ -19,23 +16,11 @@ from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` 
     store,
     users_app,
 )
-from tests.support.tampering import tamper
+from tests.support.tampering import signed_long_ago, tamper
 
 SECRET = "test-secret"
 RUNNER_MAX_AGE = 7 * 24 * 3600  # what /api/runner/* accepts
 IDE_MAX_AGE = 3600  # what the runner accepts (RUNNER_TOKEN_MAX_AGE default)
-
-
-class _PastSigner(TimestampSigner):
-    """Signs as if it were eight days ago: an expired token without waiting."""
-
-    def get_timestamp(self) -> int:
-        return int(time.time()) - 8 * 24 * 3600
-
-
-def signed_long_ago(key: str, repl_id: str, scope: str) -> str:
-    serializer = URLSafeTimedSerializer(key, salt=f"devex-{scope}", signer=_PastSigner)
-    return serializer.dumps({"repl": repl_id, "scope": scope})
 
 
 def runner_token(repl_id: str) -> str:

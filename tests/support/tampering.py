@@ -1,8 +1,24 @@
-"""Tampering with signed tokens so that the signature really changes."""
+"""Tokens gone bad on purpose: tampered so that the signature really changes, or signed in
+the past so that they are expired without waiting."""
 
 from __future__ import annotations
 
 import base64
+import time
+
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+
+class _PastSigner(TimestampSigner):
+    """Signs as if it were eight days ago."""
+
+    def get_timestamp(self) -> int:
+        return int(time.time()) - 8 * 24 * 3600
+
+
+def signed_long_ago(key: str, repl_id: str, scope: str) -> str:
+    serializer = URLSafeTimedSerializer(key, salt=f"devex-{scope}", signer=_PastSigner)
+    return serializer.dumps({"repl": repl_id, "scope": scope})
 
 
 def tamper(token: str) -> str:
