@@ -143,8 +143,12 @@ class LocalRuntime(Runtime):
         )
 
     def _healthy(self, url: str) -> bool:
+        return self._answers(url + "healthz")
+
+    @staticmethod
+    def _answers(url: str) -> bool:
         try:
-            return requests.get(url + "healthz", timeout=2).status_code == 200
+            return requests.get(url, timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
@@ -216,7 +220,14 @@ class LocalRuntime(Runtime):
                 raise RuntimeFailure(
                     f"the runner exited with code {proc.returncode}; see {log_path.name}"
                 )
-            if self._healthy(url):
+            if autosave.poll() is not None:
+                self._kill(proc.pid)
+                self._record_path(repl.id).unlink(missing_ok=True)
+                raise RuntimeFailure(
+                    f"autosave exited with code {autosave.returncode}; see {log_path.name}"
+                )
+            # Ready when both answer: the IDE's first save must find its companion.
+            if self._healthy(url) and self._answers(f"http://127.0.0.1:{autosave_port}/status"):
                 return StartResult(url=url, handle={"pid": str(proc.pid)})
             time.sleep(0.1)  # polling a local process: nothing to watch
         self._kill(proc.pid)
