@@ -16,6 +16,7 @@ from rq import Worker
 
 from devex import create_app
 from tests.conftest import ROOT, login_local
+from tests.support.ide_client import IdeClient
 from tests.support.waiting import wait_for
 
 
@@ -40,11 +41,15 @@ def drive_lifecycle(app, api) -> None:
     assert "main.py" in {f["path"] for f in listing["files"]}
 
     workspace = Path(app.extensions["devex"].settings.data_dir) / "workspaces" / repl_id
-    (workspace / "notes").mkdir()
-    (workspace / "notes" / "todo.txt").write_text("ship it\n")
-    (workspace / "README.md").unlink()
-
-    assert api.post(f"/api/repl/{repl_id}/stop").status_code == 202
+    with IdeClient(session["url"] + "ws", session["token"]) as ide:  # as a person would
+        ide.welcome()
+        assert ide.call("createFolder", {"path": "notes"})["success"]
+        assert ide.call("updateContent", {"path": "notes/todo.txt", "content": "ship it\n"})[
+            "success"]
+        assert ide.call("delete", {"path": "README.md"})["success"]
+        # Stopped right after the last edit: the final save must still carry it.
+        assert api.post(f"/api/repl/{repl_id}/stop").status_code == 202
+        assert ide.expect("stopping")["data"]["message"]
     stopped = api.wait_status(repl_id, "stopped")
     assert stopped["url"] is None
     prefix = f"local/{repl_id}/"
