@@ -19,7 +19,6 @@ import hashlib
 import logging
 import os
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +30,8 @@ from runner.workspace import TMP_PREFIX
 
 log = logging.getLogger("runner.autosave")
 
-SHUTDOWN_SAVE_SECONDS = 60.0
+# Within the pod's grace period (terminationGracePeriodSeconds, 60) with room to exit.
+SHUTDOWN_SAVE_SECONDS = 45.0
 
 
 @contextlib.contextmanager
@@ -135,6 +135,11 @@ class Autosaver:
                 await self.tick()
 
 
+async def _last_save(saver: Autosaver) -> None:
+    if await saver.changed():
+        await saver.save("shutdown")
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -169,11 +174,9 @@ async def serve(saver: Autosaver, host: str, port: int) -> None:
         await saver.run(stop)
     finally:
         await runner.cleanup()
-        started = time.monotonic()
         try:
-            if await asyncio.wait_for(saver.changed(), SHUTDOWN_SAVE_SECONDS):
-                await asyncio.wait_for(saver.save("shutdown"), SHUTDOWN_SAVE_SECONDS)
+            await asyncio.wait_for(_last_save(saver), SHUTDOWN_SAVE_SECONDS)
         except TimeoutError:
-            log.warning("gave up the last save after %.0fs", time.monotonic() - started)
+            log.warning("gave up the last save after %ss", SHUTDOWN_SAVE_SECONDS)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -208,19 +208,28 @@ def _autosave(parser: argparse.ArgumentParser, args: argparse.Namespace, environ
     return 0
 
 
+class QuiesceRefused(Exception):
+    """The runner is alive and refused to stop edits: saving now could race them."""
+
+
 def quiesce(url: str, token: str | None) -> str:
     """Ask the runner to stop edits before the final save; what happened, in words. A
-    runner that does not answer (crashed, OOM-killed) cannot edit either: the save goes on."""
+    runner that does not answer (crashed, OOM-killed) cannot edit either: the save goes on.
+    One that answers but refuses (a wrong token) raises ``QuiesceRefused``."""
     import urllib.error
     import urllib.request
 
+    # Straight to the loopback runner: never through a proxy from the environment.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     request = urllib.request.Request(url, method="POST", data=b"",
                                      headers={"Authorization": f"Bearer {token or ''}"})
     try:
-        with urllib.request.urlopen(request, timeout=15) as resp:  # noqa: S310 - loopback
+        with opener.open(request, timeout=15) as resp:
             return f"runner quiesced (HTTP {resp.status})"
     except urllib.error.HTTPError as exc:
-        return f"runner refused to quiesce: HTTP {exc.code}"
+        if exc.code in (401, 403):
+            raise QuiesceRefused(f"the runner refused to stop edits: HTTP {exc.code}") from None
+        return f"runner could not quiesce (HTTP {exc.code}), saving anyway"
     except (OSError, ValueError) as exc:
         return f"runner not reachable, saving anyway: {exc}"
 
@@ -242,7 +251,11 @@ def _sync(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 print(f"runner: {op} failed: not a directory: {args.src}", file=sys.stderr)
                 return 1
             if args.quiesce_url:
-                log.info(quiesce(args.quiesce_url, environ.get("RUNNER_CONTROL_TOKEN")))
+                try:
+                    log.info(quiesce(args.quiesce_url, environ.get("RUNNER_CONTROL_TOKEN")))
+                except QuiesceRefused as exc:
+                    print(f"runner: {op} failed: {exc}", file=sys.stderr)
+                    return 1
             with sync_lock(args.lock):
                 report = storage.sync_up(args.src, args.prefix)
     except StorageError as exc:

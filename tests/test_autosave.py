@@ -167,6 +167,15 @@ def test_sync_up_quiesces_the_runner_first(storage_env, tmp_path):
         with IdeClient(runner.url + "ws", tokens.sign(KEY, "r1", tokens.IDE_SCOPE)) as ide:
             ide.welcome()
             ide.call("updateContent", {"path": "typed.txt", "content": "before the stop"})
+            wrong = clean_env(**storage_env,
+                              RUNNER_CONTROL_TOKEN=tokens.sign(KEY, "r1", tokens.IDE_SCOPE))
+            refused = subprocess.run(
+                [sys.executable, "-m", "runner", "sync-up", "--src", str(ws), "--prefix", PREFIX,
+                 "--quiesce-url", runner.url + "_control/quiesce"],
+                cwd=ROOT, env=wrong, capture_output=True, text=True, timeout=120)
+            assert refused.returncode == 1  # saving beside a live editor could race it
+            assert "refused to stop edits: HTTP 401" in refused.stderr
+            assert stored(storage_from_env(storage_env), "typed.txt") is None
             env = clean_env(**storage_env,
                             RUNNER_CONTROL_TOKEN=tokens.sign(KEY, "r1", tokens.CONTROL_SCOPE))
             done = subprocess.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import socket
 import zipfile
 from collections import Counter
@@ -24,6 +25,7 @@ from devex.infra.storage import (
     storage_from_env,
     template_prefix,
 )
+from devex.infra.storage import sync as sync_module
 from devex.infra.storage.s3 import _etag, client_config
 from devex.infra.storage.sync import EMPTY_DIR, SPECIAL, SYMLINK, same_content
 from devex.templates_catalog import Catalog, Template
@@ -267,19 +269,47 @@ def test_sync_up_failure_uploads_what_it_can_and_deletes_nothing(
     storage.write("p/stale.txt", b"only remote")
     work = tmp_path / "w"
     make_tree(work, {"a.txt": b"a", "bad.txt": b"bad", "c.txt": b"c"})
-    real_store = storage.store_from_file
+    real_store = storage.store_from_fileobj
 
-    def flaky_store(path: Path, key: str) -> None:
+    def flaky_store(fh, key: str) -> None:
         if key.endswith("bad.txt"):
             raise StorageError("injected upload failure")
-        real_store(path, key)
+        real_store(fh, key)
 
-    monkeypatch.setattr(storage, "store_from_file", flaky_store)
+    monkeypatch.setattr(storage, "store_from_fileobj", flaky_store)
 
     with pytest.raises(StorageError, match="nothing deleted.*bad.txt"):
         storage.sync_up(work, "p/")
 
     assert contents(storage, "p/") == {"a.txt": b"a", "c.txt": b"c", "stale.txt": b"only remote"}
+
+
+def test_a_file_swapped_for_a_symlink_after_the_scan_is_never_uploaded(
+    storage: SyncingStorage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The uploader holds credentials while user code changes the workspace: a file turned
+    into a link to a secret (``/proc/self/environ``) between scan and upload must fail."""
+    secret = tmp_path / "environ"
+    secret.write_bytes(b"DEVEX_S3_SECRET_ACCESS_KEY=hunter2")
+    work = tmp_path / "w"
+    make_tree(work, {"a.txt": b"a", "sub/b.txt": b"b"})
+    real_scan = sync_module._scan_local
+
+    def scan_then_swap(directory, report):
+        found = real_scan(directory, report)
+        (work / "a.txt").unlink()
+        (work / "a.txt").symlink_to(secret)
+        shutil.rmtree(work / "sub")
+        (work / "sub").symlink_to(tmp_path, target_is_directory=True)
+        (tmp_path / "b.txt").write_bytes(b"outside")
+        return found
+
+    monkeypatch.setattr(sync_module, "_scan_local", scan_then_swap)
+    with pytest.raises(StorageError, match="nothing deleted"):
+        storage.sync_up(work, "p/")
+    stored = contents(storage, "p/")
+    assert b"hunter2" not in b"".join(stored.values())
+    assert b"outside" not in b"".join(stored.values())
 
 
 def test_sync_up_reports_symlinks_special_files_and_empty_dirs(

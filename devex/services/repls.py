@@ -183,8 +183,8 @@ class ReplService:
             if refused.current in (Status.STOPPED, Status.STOPPING):
                 return Outcome(self.store.require(repl_id), None)
             raise
-        what = ("Force stop requested: changes since the last autosave will NOT be "
-                "saved.") if force else "Stop requested."
+        what = ("Force stop requested: the final save is skipped; changes since the "
+                "last autosave may be lost.") if force else "Stop requested."
         self.store.add_event(repl_id, "stop", what, actor.login)
         job_id = self.enqueue_job("jobs.repl.stop", repl_id, force=force)
         return Outcome(self.store.require(repl_id), job_id)

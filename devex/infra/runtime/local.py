@@ -168,6 +168,8 @@ class LocalRuntime(Runtime):
                 self._record_path(repl.id).write_text(json.dumps(record))
             progress("runtime", "The runner was already up.")
             return StartResult(url=record["url"], handle={"pid": str(record["pid"])})
+        if self._alive(record, "autosave"):
+            self._kill(record["autosave_pid"])  # the runner is gone; a new pair starts
         workspace = self.workspace(repl.id)
         if workspace.exists():
             # Only a successful save removes a workspace, so one that is still here holds

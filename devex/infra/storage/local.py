@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 from devex.infra.storage.base import ObjectInfo, StorageError
 from devex.infra.storage.sync import (
@@ -112,11 +113,11 @@ class LocalStorage(SyncingStorage):
         except FileNotFoundError:
             raise StorageError(f"no such object {key!r}") from None
 
-    def store_from_file(self, path: Path, key: str) -> None:
+    def store_from_fileobj(self, fh: BinaryIO, key: str) -> None:
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_target(target) as tmp:
-                shutil.copyfile(path, tmp)
+            with atomic_target(target) as tmp, tmp.open("wb") as out:
+                shutil.copyfileobj(fh, out)
         except OSError as exc:
             raise StorageError(f"write {key!r}: {exc.strerror or exc}") from exc

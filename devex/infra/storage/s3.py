@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 from boto3.exceptions import Boto3Error
@@ -168,7 +168,7 @@ class S3Storage(SyncingStorage):
         with _errors(f"download {key!r}"):
             self.client.download_file(self.bucket, key, str(path), Config=TRANSFER)
 
-    def store_from_file(self, path: Path, key: str) -> None:
+    def store_from_fileobj(self, fh: BinaryIO, key: str) -> None:
         validate_key(key)
         with _errors(f"upload {key!r}"):
-            self.client.upload_file(str(path), self.bucket, key, Config=TRANSFER)
+            self.client.upload_fileobj(fh, self.bucket, key, Config=TRANSFER)

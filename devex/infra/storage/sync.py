@@ -2,7 +2,7 @@
 
 Backends inherit :class:`SyncingStorage`, which implements ``sync_down``, ``sync_up`` and
 ``archive`` on top of the abstract operations plus three primitives (``delete_keys``,
-``fetch_to_file``, ``store_from_file``). The file primitives default to ``read``/``write``;
+``fetch_to_file``, ``store_from_fileobj``). The file primitives default to ``read``/``write``;
 the S3 backend overrides them with boto3's streaming transfers.
 
 Change detection compares size and MD5. Where the backend cannot give an MD5 (an S3 multipart
@@ -13,6 +13,8 @@ that ordinary workspace files keep plain MD5 ETags.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import logging
@@ -25,6 +27,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from devex.infra.storage.base import ObjectInfo, Storage, StorageError, SyncReport
 
@@ -100,19 +103,56 @@ def md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def file_md5(path: Path) -> str:
+def file_md5(source: Path | BinaryIO) -> str:
+    """MD5 of a file, by path or of an open file from its start (left at its start)."""
     digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
+    with contextlib.ExitStack() as stack:
+        fh = stack.enter_context(source.open("rb")) if isinstance(source, Path) else source
+        fh.seek(0)
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
+        fh.seek(0)
     return digest.hexdigest()
 
 
-def same_content(path: Path, size: int, info: ObjectInfo) -> bool:
+def same_content(source: Path | BinaryIO, size: int, info: ObjectInfo) -> bool:
     """True when the local file is known to equal the object (size and MD5 match)."""
     if info.size != size or not is_md5(info.etag):
         return False
-    return file_md5(path) == info.etag
+    return file_md5(source) == info.etag
+
+
+def open_no_follow(directory: Path, rel: str) -> BinaryIO:
+    """Open ``directory/rel`` for reading without following a symlink anywhere on the way.
+
+    The process that uploads holds storage credentials while user code can change the
+    workspace under it: a file swapped for a link to ``/proc/self/environ`` between the scan
+    and the upload must fail to open, never be uploaded.
+    """
+    dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(directory, dir_flags)
+    try:
+        *parents, name = rel.split("/")
+        for part in parents:
+            parent, fd = fd, -1
+            try:
+                fd = os.open(part, dir_flags, dir_fd=parent)
+            finally:
+                os.close(parent)
+        parent, fd = fd, -1
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=parent)
+        finally:
+            os.close(parent)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{rel}: no longer a regular file")
+        fh = os.fdopen(fd, "rb")
+        fd = -1
+        return fh
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -152,8 +192,9 @@ class SyncingStorage(Storage):
         """Write the object's content to ``path`` (a fresh temporary file)."""
         path.write_bytes(self.read(key))
 
-    def store_from_file(self, path: Path, key: str) -> None:
-        self.write(key, path.read_bytes())
+    def store_from_fileobj(self, fh: BinaryIO, key: str) -> None:
+        """Store an open file's content, read from its current position."""
+        self.write(key, fh.read())
 
     def sync_down(self, prefix: str, directory: Path) -> SyncReport:
         return sync_down(self, prefix, directory)
@@ -345,13 +386,14 @@ def sync_up(storage: SyncingStorage, directory: Path, prefix: str) -> SyncReport
         obj.key[len(prefix) :]: obj for obj in storage.list(prefix) if not obj.key.endswith("/")
     }
     failures: list[str] = []
-    for rel, path in sorted(local.items()):
+    for rel in sorted(local):
         try:
-            info = remote.get(rel)
-            if info is not None and same_content(path, path.stat().st_size, info):
-                report.unchanged += 1
-                continue
-            storage.store_from_file(path, prefix + rel)
+            with open_no_follow(directory, rel) as fh:
+                info = remote.get(rel)
+                if info is not None and same_content(fh, os.fstat(fh.fileno()).st_size, info):
+                    report.unchanged += 1
+                    continue
+                storage.store_from_fileobj(fh, prefix + rel)
         except (StorageError, OSError) as exc:
             # Keep going so that as much as possible is saved, but delete nothing afterwards.
             log.error("sync up of %s: could not upload %s: %s", directory, rel, exc)
