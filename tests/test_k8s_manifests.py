@@ -28,6 +28,7 @@ TEMPLATES = CATALOG.all()
 VERSIONS = sorted({v for v in all_versions() if Version(v) >= Version("1.30")}, key=Version)
 S3_SECRET_VALUE = "s3-secret-value-never-in-a-manifest"
 RUNNER_KEY = "per-repl-runner-key-value"
+CONTROL_TOKEN = "control-token-for-this-stop"
 
 PLAIN = Settings(secret_key="k" * 40, storage="s3", s3_bucket="repls",
                  s3_access_key_id="AKIAEXAMPLE", s3_secret_access_key=S3_SECRET_VALUE)
@@ -67,7 +68,7 @@ def ephemeral_pod(settings=PLAIN) -> dict:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "repl-0123456789ab-abc", "labels": pod_spec["metadata"]["labels"]},
             "spec": {**pod_spec["spec"], "ephemeralContainers": [
-                manifests.sync_up_container(repl, settings, "sync-up-1")]}}
+                manifests.sync_up_container(repl, settings, "sync-up-1", CONTROL_TOKEN, 8080)]}}
 
 
 def every_object() -> list[tuple[str, dict]]:
@@ -178,10 +179,11 @@ def test_pod_is_hardened(template):
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
         assert sc["readOnlyRootFilesystem"] is True
-        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
         assert {"name": "workspace", "mountPath": "/workspace"} in c["volumeMounts"]
+        assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "emptyDir" in volumes["workspace"] and "emptyDir" in volumes["tmp"]
+    assert set(volumes) == {"workspace", "tmp", "sync-tmp", "devex-state"}
+    assert all(set(v) == {"name", "emptyDir"} for v in volumes.values())
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.id)
@@ -208,9 +210,118 @@ def test_sync_containers_use_the_runner_image_and_the_repl_prefix():
                                          "octocat/0123456789ab/", "--dest", "/workspace"]
     sync_up = ephemeral_pod()["spec"]["ephemeralContainers"][0]
     assert sync_up["image"] == PLAIN.k8s_runner_image
-    assert sync_up["targetContainerName"] == "runner"
-    assert sync_up["command"] == ["python", "-m", "runner", "sync-up", "--src", "/workspace",
-                                  "--prefix", "octocat/0123456789ab/"]
+    assert sync_up["command"] == [
+        "python", "-m", "runner", "sync-up", "--src", "/workspace",
+        "--prefix", "octocat/0123456789ab/", "--lock", "/devex-state/sync.lock",
+        "--quiesce-url", "http://127.0.0.1:8080/0123456789ab/_control/quiesce"]
+    assert sync_up["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_sync_up_needs_no_running_target_and_carries_the_control_token():
+    """containerd refuses to start an ephemeral container whose target is not running: a
+    crash-looping runner would block every save. Only the shared volumes are needed."""
+    sync_up = ephemeral_pod()["spec"]["ephemeralContainers"][0]
+    assert "targetContainerName" not in sync_up
+    env = {e["name"]: e for e in sync_up["env"]}
+    assert env["RUNNER_CONTROL_TOKEN"] == {"name": "RUNNER_CONTROL_TOKEN",
+                                           "value": CONTROL_TOKEN}
+    assert {"name": "devex-state", "mountPath": "/devex-state"} in sync_up["volumeMounts"]
+    other_port = manifests.sync_up_container(make_repl("python"), PLAIN, "sync-up-2", "t", 9090)
+    assert other_port["command"][-1] == "http://127.0.0.1:9090/0123456789ab/_control/quiesce"
+
+
+@pytest.mark.parametrize("version", [VERSIONS[0], VERSIONS[-1]])
+def test_sync_up_fits_a_pod_from_before_the_autosave_sidecar(version):
+    """Such a pod (reused as it is) has only the workspace and tmp volumes: the API refuses
+    mounts of any other. It gets no lock (no autosave runs there) and the pod's tmp."""
+    pod = ephemeral_pod()
+    spec = pod["spec"]
+    spec["initContainers"] = spec["initContainers"][:1]
+    spec["initContainers"][0]["volumeMounts"] = [{"name": "workspace", "mountPath": "/workspace"},
+                                                 {"name": "tmp", "mountPath": "/tmp"}]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] in ("workspace", "tmp")]
+    sync_up = manifests.sync_up_container(make_repl("python"), PLAIN, "sync-up-1",
+                                          CONTROL_TOKEN, 8080, ["workspace", "tmp"])
+    spec["ephemeralContainers"] = [sync_up]
+    kubernetes_validate.validate(pod, version, strict=True)
+    assert {m["name"] for m in sync_up["volumeMounts"]} == {"workspace", "tmp"}
+    assert "--lock" not in sync_up["command"]
+    assert "--quiesce-url" in sync_up["command"]  # an older runner answers 404: logged
+
+
+def test_autosave_is_a_native_sidecar_after_sync_down():
+    repl = make_repl("python")
+    settings = replace(PLAIN, autosave_seconds=7)
+    pod = manifests.deployment(repl, CATALOG.get("python"), settings)["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["sync-down", "autosave"]
+    assert "restartPolicy" not in pod["initContainers"][0]  # runs to completion first
+    autosave = pod["initContainers"][1]
+    assert autosave["restartPolicy"] == "Always"
+    assert autosave["image"] == PLAIN.k8s_runner_image
+    assert autosave["command"] == [
+        "python", "-m", "runner", "autosave", "--src", "/workspace",
+        "--prefix", "octocat/0123456789ab/", "--interval", "7",
+        "--listen", "127.0.0.1:8081", "--lock", "/devex-state/sync.lock"]
+    assert autosave["resources"] == {"requests": {"cpu": "20m", "memory": "64Mi"},
+                                     "limits": {"cpu": "500m", "memory": "256Mi"}}
+    assert autosave["volumeMounts"] == [
+        {"name": "workspace", "mountPath": "/workspace"},
+        {"name": "sync-tmp", "mountPath": "/tmp"},
+        {"name": "devex-state", "mountPath": "/devex-state"}]
+    assert "ports" not in autosave  # loopback only, never reachable from outside the pod
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.id)
+def test_runner_env_tells_it_the_template_and_where_autosave_listens(template):
+    settings = replace(PLAIN, idle_timeout=900)
+    runner = containers(manifests.deployment(make_repl(template.id), template, settings))["runner"]
+    env = {e["name"]: e.get("value") for e in runner["env"]}
+    assert env["RUNNER_AUTOSAVE_URL"] == "http://127.0.0.1:8081/"
+    assert env["RUNNER_IDLE_TIMEOUT"] == "900"
+    assert env.get("RUNNER_RUN_COMMAND") == (template.run or None)
+    assert env.get("RUNNER_SHELL") == (template.shell or None)
+    assert "" not in (env.get("RUNNER_RUN_COMMAND"), env.get("RUNNER_SHELL"))
+    custom = replace(template, run="make run", shell="zsh")
+    env = {e["name"]: e.get("value") for e in containers(manifests.deployment(
+        make_repl(template.id), custom, settings))["runner"]["env"]}
+    assert (env["RUNNER_RUN_COMMAND"], env["RUNNER_SHELL"]) == ("make run", "zsh")
+    bare = replace(template, run="", shell="")
+    env = {e["name"] for e in containers(manifests.deployment(
+        make_repl(template.id), bare, settings))["runner"]["env"]}
+    assert not {"RUNNER_RUN_COMMAND", "RUNNER_SHELL"} & env
+
+
+def test_the_pod_gives_autosaves_last_save_its_time():
+    """On SIGTERM (eviction, deletion) autosave saves what changed once more; the kubelet
+    kills whatever still runs at the grace period's end."""
+    from runner.autosave import SHUTDOWN_SAVE_SECONDS
+
+    pod = manifests.deployment(make_repl("go"), CATALOG.get("go"), PLAIN)["spec"]["template"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= SHUTDOWN_SAVE_SECONDS
+    assert PLAIN.k8s_stop_timeout > pod["spec"]["terminationGracePeriodSeconds"]  # stop waits
+
+
+def test_a_template_cannot_take_the_autosave_port():
+    with pytest.raises(ValueError, match="autosave"):
+        manifests.deployment(make_repl("go"), replace(CATALOG.get("go"), port=8081), PLAIN)
+
+
+def test_nothing_the_runner_can_write_is_read_or_run_by_the_credential_holders():
+    """User code runs in the runner: besides the workspace (which the sync code reads as
+    data, never following symlinks), the credential-holding containers share no volume with
+    it, and none of them runs in the workspace (``python -m`` imports from its working
+    directory)."""
+    pod = ephemeral_pod()["spec"]
+    runner = next(c for c in pod["containers"] if c["name"] == "runner")
+    runner_volumes = {m["name"] for m in runner["volumeMounts"]}
+    assert runner_volumes == {"workspace", "tmp"}
+    holders = pod["initContainers"] + pod["ephemeralContainers"]
+    assert [c["name"] for c in holders] == ["sync-down", "autosave", "sync-up-1"]
+    for c in holders:
+        assert {m["name"] for m in c["volumeMounts"]} & runner_volumes == {"workspace"}
+        assert c["workingDir"] == "/tmp"
+        assert {"name": "sync-tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+        assert {"name": "HOME", "value": "/tmp"} in c["env"]
 
 
 # -- secrets -------------------------------------------------------------------------------
@@ -223,9 +334,13 @@ def test_s3_credentials_reach_only_the_sync_containers(variant):
     assert S3_SECRET_VALUE not in text and "AKIAEXAMPLE" not in text
     c = containers(objs[-2])
     runner_env = {e["name"] for e in c["runner"]["env"]}
-    assert not {n for n in runner_env if n.startswith("DEVEX_S3")}
+    assert not {n for n in runner_env if n.startswith(("DEVEX_S3", "DEVEX_STORAGE", "AWS_"))}
     assert "devex-s3" not in json.dumps(c["runner"])
-    for sync in (c["sync-down"], objs[-1]["spec"]["ephemeralContainers"][0]):
+    assert "devex-state" not in json.dumps(c["runner"])  # nor the sync lock
+    secret_refs = [e["valueFrom"]["secretKeyRef"]["name"] for e in c["runner"]["env"]
+                   if "valueFrom" in e]
+    assert secret_refs == ["repl-0123456789ab-runner"]  # its own REPL's key, nothing else
+    for sync in (c["sync-down"], c["autosave"], objs[-1]["spec"]["ephemeralContainers"][0]):
         env = {e["name"]: e for e in sync["env"]}
         assert env["DEVEX_S3_ACCESS_KEY_ID"]["valueFrom"] == {
             "secretKeyRef": {"name": "devex-s3", "key": "access-key-id"}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import socket
 from dataclasses import replace
 
@@ -24,7 +25,7 @@ from devex.infra.runtime.kubernetes.runtime import (
 )
 from devex.models import Repl
 from devex.templates_catalog import Catalog
-from devex.tokens import repl_key
+from devex.tokens import CONTROL_SCOPE, IDE_SCOPE, TokenError, repl_key, verify
 from tests.support.fake_k8s import FakeKube
 
 NS = "devex-repls"
@@ -155,11 +156,120 @@ def test_retried_stop_uses_a_new_ephemeral_container(fake, runtime, repl, templa
     names = [c["name"] for c in pod["spec"]["ephemeralContainers"]]
     assert names == ["sync-up-1", "sync-up-2"]
     for c in pod["spec"]["ephemeralContainers"]:
-        assert c["targetContainerName"] == "runner"
+        assert "targetContainerName" not in c
         assert {"name": "workspace", "mountPath": "/workspace"} in c["volumeMounts"]
         creds = {e["name"]: e for e in c["env"]}
         assert creds["DEVEX_S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == \
             "devex-s3"
+
+
+def test_a_crash_looping_runner_does_not_block_the_save(fake, runtime, repl, template, events):
+    """containerd will not start an ephemeral container whose target is not running; the
+    save needs only the pod's volumes, so it must not name a target."""
+    runtime.start(repl, template, events)
+    pod_name = fake.names("pods", NS)[0]
+    fake.set_pod_mode(NS, pod_name, "crashloop")
+
+    runtime.stop(repl, events)
+
+    assert "Files saved" in events.text()
+    assert all(v == [] for v in objects_of(fake, repl.id).values())
+
+
+def test_fake_refuses_an_ephemeral_container_whose_target_is_not_running(
+        fake, runtime, repl, template, events):
+    """The rule the test above relies on, as containerd applies it."""
+    runtime.start(repl, template, events)
+    pod_name = fake.names("pods", NS)[0]
+    fake.set_pod_mode(NS, pod_name, "crashloop")
+    debug = {"name": "debug", "image": "busybox", "targetContainerName": "runner"}
+    free = {"name": "free", "image": "busybox"}
+
+    runtime.kube.patch_ephemeral_containers(pod_name, [debug, free])
+
+    statuses = {s["name"]: s["state"] for s in
+                fake.get("pods", NS, pod_name)["status"]["ephemeralContainerStatuses"]}
+    assert statuses["debug"]["waiting"]["reason"] == "CreateContainerError"
+    assert "is not running" in statuses["debug"]["waiting"]["message"]
+    assert statuses["free"]["terminated"]["exitCode"] == 0
+
+
+def test_sync_up_quiesces_the_runner_with_a_control_token_for_this_repl(
+        fake, settings, runtime, repl, template, events):
+    # a pod from an older spec, whose runner listens on 9090: the save must ask it there
+    KubernetesRuntime(settings, api_client=fake.api_client()).start(repl, older(template),
+                                                                    Events())
+    pod_name = fake.names("pods", NS)[0]
+    fake.sync_exit_code = 1  # so the pod stays to be looked at
+
+    with pytest.raises(FilesNotSaved):
+        runtime.stop(repl, events)
+
+    sync_up = fake.get("pods", NS, pod_name)["spec"]["ephemeralContainers"][0]
+    command = sync_up["command"]
+    assert command[command.index("--quiesce-url") + 1] == \
+        f"http://127.0.0.1:9090/{repl.id}/_control/quiesce"
+    assert command[command.index("--lock") + 1] == "/devex-state/sync.lock"
+    token = {e["name"]: e.get("value") for e in sync_up["env"]}["RUNNER_CONTROL_TOKEN"]
+    verify(repl_key(SECRET, repl.id), repl.id, CONTROL_SCOPE, token, max_age=60)
+    with pytest.raises(TokenError):  # useless for any other REPL or purpose
+        verify(repl_key(SECRET, "bbbbbbbbbbbb"), "bbbbbbbbbbbb", CONTROL_SCOPE, token, 60)
+    with pytest.raises(TokenError):
+        verify(repl_key(SECRET, repl.id), repl.id, IDE_SCOPE, token, 60)
+
+
+def test_stop_returns_only_once_no_pod_is_left(fake, settings, repl, template, events):
+    """Its autosave saves once more on SIGTERM: until the pod is gone, storage may still
+    change (and a delete job removes the files right after the stop)."""
+    runtime = KubernetesRuntime(replace(settings, k8s_stop_timeout=1),
+                                api_client=fake.api_client())
+    runtime.start(repl, template, events)
+    stray = copy.deepcopy(fake.get("pods", NS, fake.names("pods", NS)[0]))
+    stray["metadata"] = {"name": "repl-0123456789ab-stray",
+                         "labels": stray["metadata"]["labels"]}  # no owner: not removed
+    fake.put("pods", NS, stray)
+
+    with pytest.raises(RuntimeUnavailable, match="its pod is still shutting down"):
+        runtime.stop(repl, events, save=False)
+    assert "Waiting for the REPL's pod to shut down" in events.text()
+    assert fake.names("deployments", NS) == []
+
+    runtime.kube.delete("Pod", "repl-0123456789ab-stray")
+    runtime.stop(repl, events, save=False)  # the job's retry
+    assert all(v == [] for v in objects_of(fake, repl.id).values())
+
+
+def pre_sidecar(deployment: dict) -> dict:
+    """The Deployment as Devex made it before the autosave sidecar: no devex-state, no
+    sync-tmp (its pod may be reused as it is, holding the only copy of its files)."""
+    spec = deployment["spec"]["template"]["spec"]
+    spec["initContainers"] = [c for c in spec["initContainers"] if c["name"] == "sync-down"]
+    spec["initContainers"][0]["volumeMounts"] = [{"name": "workspace", "mountPath": "/workspace"},
+                                                 {"name": "tmp", "mountPath": "/tmp"}]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] in ("workspace", "tmp")]
+    return deployment
+
+
+def test_a_pod_from_before_the_autosave_sidecar_can_still_be_saved(fake, runtime, repl,
+                                                                   template, events):
+    """The API refuses an ephemeral container that mounts a volume the pod lacks."""
+    for obj in runtime.objects(repl, template):
+        fake.put(RESOURCE[obj["kind"]], NS, pre_sidecar(obj) if obj["kind"] == "Deployment"
+                 else obj)
+    runtime.start(repl, template, events)  # reuses that pod as it is
+    pod_name = fake.names("pods", NS)[0]
+    fake.sync_exit_code = 1  # so the pod stays to be looked at
+
+    with pytest.raises(FilesNotSaved, match="saving exited with code 1"):
+        runtime.stop(repl, events)
+
+    sync_up = fake.get("pods", NS, pod_name)["spec"]["ephemeralContainers"][0]
+    assert sync_up["volumeMounts"] == [{"name": "workspace", "mountPath": "/workspace"},
+                                       {"name": "tmp", "mountPath": "/tmp"}]
+    assert "--lock" not in sync_up["command"]  # no autosave there, nothing to lock against
+    fake.sync_exit_code = 0
+    runtime.stop(repl, events)
+    assert all(v == [] for v in objects_of(fake, repl.id).values())
 
 
 def test_stop_times_out_and_deletes_nothing(fake, settings, repl, template, events):
@@ -535,7 +645,7 @@ def test_api_calls_per_start_and_stop(fake, runtime, repl, template, events, cap
     with capsys.disabled():
         print("\nKubernetes API calls:", ", ".join(f"{k}: {v}" for k, v in counts.items()))
     assert counts == {"start (fresh)": 6, "start (already running)": 11,
-                      "stop (save, exit 0)": 8, "stop (force)": 5, "stop (already gone)": 7}
+                      "stop (save, exit 0)": 9, "stop (force)": 6, "stop (already gone)": 8}
 
 
 def test_client_config_is_loaded_from_devex_kubeconfig(fake, settings, repl, template, tmp_path,

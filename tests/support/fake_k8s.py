@@ -8,10 +8,19 @@ on pods (``?watch=true``, chunked JSON lines, ``timeoutSeconds``); and the
 ``pods/{name}/ephemeralcontainers`` subresource.
 
 It plays the controllers too: creating a Deployment creates its Pod (labels and spec from the
-template) and "kubelet" sets the pod's status at once according to ``pod_mode``; changing a
-Deployment's template replaces its pod; deleting a Deployment deletes its pods. An injected
-ephemeral container terminates at once with ``sync_exit_code`` (None: it keeps running).
-Every request is logged in ``requests`` so tests can count API calls.
+template) and "kubelet" sets the pod's status at once according to ``pod_mode``
+(``set_pod_mode`` changes a running pod's); changing a Deployment's template replaces its pod;
+deleting a Deployment deletes its pods. An injected ephemeral container terminates at once
+with ``sync_exit_code`` (None: it keeps running) -- unless it sets ``targetContainerName`` and
+that container is not running: containerd refuses to create it ("invalid target container"),
+so it stays waiting with ``CreateContainerError`` and never runs.
+
+With ``kubelet=ProcessKubelet(...)`` (``tests/support/process_kubelet.py``) pods really run
+instead: init containers, native sidecars, containers and ephemeral containers become local
+processes, pod deletion is graceful (``deletionTimestamp``, SIGTERM, then the pod goes).
+
+Watches honour ``resourceVersion`` (only the changes after it; without it, ADDED for what
+exists first). Every request is logged in ``requests`` so tests can count API calls.
 
 Failure knobs: ``fail[(method, resource)] = status`` answers that status (a real ``Status``
 body; method "WATCH" targets only watches, "GET" both reads and watches), for
@@ -159,9 +168,10 @@ def _match_fields(obj: dict, selector: str) -> bool:
 
 class FakeKube:
     """The fake API server. Knobs: ``pod_mode``, ``sync_exit_code``, ``sync_message``,
-    ``watch_cap`` (longest a watch stays open, seconds)."""
+    ``watch_cap`` (longest a watch stays open, seconds); ``kubelet`` runs pods for real."""
 
-    def __init__(self):
+    def __init__(self, kubelet=None):
+        self.kubelet = kubelet
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.requests: list[Request] = []
         self.pod_mode = "ready"
@@ -189,6 +199,8 @@ class FakeKube:
 
     def start(self) -> None:
         fake = self
+        if self.kubelet is not None:
+            self.kubelet.attach(self)
 
         class Handler(_Handler):
             kube = fake
@@ -200,6 +212,8 @@ class FakeKube:
         self._thread.start()
 
     def close(self) -> None:
+        if self.kubelet is not None:
+            self.kubelet.close()
         self._released.set()
         with self._cond:
             self._closing = True
@@ -235,6 +249,21 @@ class FakeKube:
         """Create an object directly (as if someone else made it)."""
         with self._cond:
             return self._create(resource, namespace, copy.deepcopy(obj))
+
+    def set_pod_mode(self, namespace: str, name: str, mode: str) -> None:
+        """What the kubelet reports for a pod from now on (e.g. its runner starts crashing)."""
+        assert mode in POD_MODES, mode
+        with self._cond:
+            pod = self.objects[("pods", namespace, name)]
+            ephemeral = pod["status"].get("ephemeralContainerStatuses")
+            saved, self.pod_mode = self.pod_mode, mode
+            try:
+                self._kubelet(pod)
+            finally:
+                self.pod_mode = saved
+            if ephemeral:
+                pod["status"]["ephemeralContainerStatuses"] = ephemeral
+            self._emit("MODIFIED", "pods", pod)
 
     def count(self, verb: str | None = None) -> int:
         return sum(1 for r in self.requests if verb is None or r.verb == verb)
@@ -292,6 +321,26 @@ class FakeKube:
         if key not in self.objects:
             raise _Error(_status(404, "NotFound", f'{resource} "{name}" not found',
                                  resource, name))
+        if resource == "pods" and self.kubelet is not None and self.kubelet.runs(name):
+            # Graceful: marked now, gone once the kubelet has stopped its processes.
+            pod = self.objects[key]
+            if not pod["metadata"].get("deletionTimestamp"):
+                grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+                pod["metadata"].update(deletionTimestamp=_now(),
+                                       deletionGracePeriodSeconds=grace)
+                self._emit("MODIFIED", "pods", pod)
+                self.kubelet.pod_deleted(namespace, name, grace)
+            return pod
+        return self._remove(resource, namespace, name)
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        """The kubelet is done with a pod: it leaves the API (a DELETED event)."""
+        with self._cond:
+            if ("pods", namespace, name) in self.objects:
+                self._remove("pods", namespace, name)
+
+    def _remove(self, resource: str, namespace: str, name: str) -> dict:
+        key = (resource, namespace, name)
         obj = self.objects.pop(key)
         self._emit("DELETED", resource, obj)
         if resource == "deployments":
@@ -321,6 +370,9 @@ class FakeKube:
             "status": {"phase": "Pending"},
         }
         pod = self._create("pods", namespace, pod)
+        if self.kubelet is not None:
+            self.kubelet.pod_created(namespace, pod)  # statuses follow as processes run
+            return
         self._kubelet(pod)
         self._emit("MODIFIED", "pods", pod)
 
@@ -377,11 +429,18 @@ class FakeKube:
         before = {c["name"] for c in pod["spec"].get("ephemeralContainers", [])}
         patched = merge({"spec": pod["spec"]}, body)
         after = patched.get("spec", {}).get("ephemeralContainers", [])
-        for c in after:
+        volumes = {v["name"] for v in pod["spec"].get("volumes") or []}
+        for i, c in enumerate(after):
             for field in ("resources", "ports", "readinessProbe", "livenessProbe"):
                 if field in c:
                     raise _Error(_status(422, "Invalid",
                                          f"ephemeralContainers.{field}: Forbidden", "Pod", name))
+            for j, mount in enumerate(c.get("volumeMounts") or []):
+                if mount.get("name") not in volumes:
+                    raise _Error(_status(
+                        422, "Invalid", f'Pod "{name}" is invalid: spec.ephemeralContainers'
+                        f'[{i}].volumeMounts[{j}].name: Not found: "{mount.get("name")}"',
+                        "Pod", name))
         pod["spec"]["ephemeralContainers"] = after
         statuses = pod["status"].setdefault("ephemeralContainerStatuses", [])
         for c in after:
@@ -390,6 +449,15 @@ class FakeKube:
             entry = {"name": c["name"], "image": c["image"], "ready": False,
                      "restartCount": 0, "state": {"running": {"startedAt": _now()}}}
             statuses.append(entry)
+            refused = _target_refusal(pod, c)
+            if refused:  # containerd will not create it (a kubelet retries; here it stays so)
+                entry["state"] = {"waiting": {"reason": "CreateContainerError",
+                                              "message": refused}}
+                self._emit("MODIFIED", "pods", pod)
+                continue
+            if self.kubelet is not None:
+                self.kubelet.ephemeral_added(namespace, name, c)
+                continue
             self._emit("MODIFIED", "pods", pod)
             if self.sync_exit_code is not None:
                 code = self.sync_exit_code
@@ -474,7 +542,8 @@ class FakeKube:
                 return err.status["code"], err.status
 
     def watch(self, res: str, ns: str, q: dict, write) -> None:
-        """Stream events: ADDED for what exists now, then changes, until the timeout."""
+        """Stream events until the timeout: with ``resourceVersion``, the changes after it;
+        without, ADDED for what exists now, then the changes."""
         timeout = min(float(q.get("timeoutSeconds") or self.watch_cap), self.watch_cap)
         deadline = time.monotonic() + timeout
 
@@ -485,9 +554,13 @@ class FakeKube:
                     and _match_fields(obj, q.get("fieldSelector", "")))
 
         with self._cond:
-            start_rv = self._events[-1][0] if self._events else 0
-            initial = [copy.deepcopy(o) for (r, _, _), o in sorted(self.objects.items())
-                       if r == res and wanted(o)]
+            since = q.get("resourceVersion", "")
+            if since not in ("", "0"):
+                start_rv, initial = int(since), []
+            else:
+                start_rv = self._events[-1][0] if self._events else 0
+                initial = [copy.deepcopy(o) for (r, _, _), o in sorted(self.objects.items())
+                           if r == res and wanted(o)]
         for obj in initial:
             write({"type": "ADDED", "object": obj})
         seen = start_rv
@@ -508,6 +581,19 @@ class FakeKube:
                     write({"type": type_, "object": obj})
             if time.monotonic() >= deadline:
                 return
+
+
+def _target_refusal(pod: dict, container: dict) -> str:
+    """containerd's refusal when an ephemeral container's target is not running, or ""."""
+    target = container.get("targetContainerName")
+    if not target:
+        return ""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == target and "running" in (cs.get("state") or {}):
+            return ""
+    return (f'failed to generate container "{uuid.uuid4().hex}" spec: invalid target '
+            f'container: container "{uuid.uuid4().hex}" is not running - in state '
+            "CONTAINER_EXITED")
 
 
 class _Error(Exception):

@@ -138,6 +138,15 @@ class Kube:
         except ApiException as exc:
             raise KubeError(f"list {kind}", exc) from None
 
+    def list_pods(self, label_selector: str) -> tuple[list[dict], str]:
+        """The pods and the list's ``resourceVersion`` (to watch from exactly there)."""
+        try:
+            data = self._call(self.core.list_namespaced_pod, self.namespace,
+                              label_selector=label_selector)
+        except ApiException as exc:
+            raise KubeError("list Pod", exc) from None
+        return data["items"], str((data.get("metadata") or {}).get("resourceVersion") or "")
+
     def patch(self, kind: str, name: str, body: dict, content_type: str = MERGE_PATCH) -> dict:
         try:
             return self._call(self._method("patch", kind), name, self.namespace, body,
@@ -197,15 +206,21 @@ class Kube:
         except ApiException as exc:
             raise KubeError(f"add ephemeral container to pod {pod}", exc) from None
 
-    def watch_pods(self, timeout: int, *, label_selector: str = "",
-                   field_selector: str = "") -> Iterator[tuple[str, dict]]:
-        """(event type, pod dict) until the server ends the watch after ``timeout`` s."""
+    def watch_pods(self, timeout: int, *, label_selector: str = "", field_selector: str = "",
+                   resource_version: str = "") -> Iterator[tuple[str, dict]]:
+        """(event type, pod dict) until the server ends the watch after ``timeout`` s.
+
+        Without ``resource_version`` the server first sends ADDED for every matching pod;
+        with it, only the changes after that version.
+        """
         kwargs: dict[str, Any] = {"timeout_seconds": max(1, int(timeout)),
                                   "_request_timeout": (self.timeout, max(1, int(timeout)) + 5)}
         if label_selector:
             kwargs["label_selector"] = label_selector
         if field_selector:
             kwargs["field_selector"] = field_selector
+        if resource_version:
+            kwargs["resource_version"] = resource_version
         w = watch.Watch()
         try:
             for event in w.stream(self.core.list_namespaced_pod, self.namespace,

@@ -10,6 +10,7 @@ import base64
 import ipaddress
 import json
 import re
+from collections.abc import Collection
 
 from devex.config import ConfigError, Settings
 from devex.infra.runtime.kubernetes import names
@@ -18,7 +19,15 @@ from devex.templates_catalog import Template
 
 WORKSPACE = "/workspace"
 WORKSPACE_VOLUME = "workspace"
-TMP_VOLUME = "tmp"
+TMP_VOLUME = "tmp"  # the runner's /tmp (user code writes there)
+# Only the containers that hold storage credentials (sync-down, autosave, sync-up) mount
+# these: the runner, and so the user's code, can never plant anything they read or run.
+STATE = "/devex-state"
+STATE_VOLUME = "devex-state"  # the sync lock
+SYNC_TMP_VOLUME = "sync-tmp"  # their /tmp, HOME and working directory
+SYNC_LOCK = f"{STATE}/sync.lock"
+AUTOSAVE_PORT = 8081  # the autosave companion, on the pod's loopback only
+TERMINATION_GRACE = 60  # seconds: the runner's SIGTERM, then autosave's last save
 RUNNER_UID = 1000
 
 # Where a REPL may not send packets: cluster-private ranges, CGNAT, link-local (the cloud
@@ -161,10 +170,44 @@ def container_security(settings: Settings) -> dict:
 
 
 def _mounts() -> list[dict]:
+    """The runner's mounts: the workspace and its own /tmp."""
     return [
         {"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE},
         {"name": TMP_VOLUME, "mountPath": "/tmp"},
     ]
+
+
+def _sync_mounts(state: bool = True, tmp: str = SYNC_TMP_VOLUME) -> list[dict]:
+    """The credential-holding containers' mounts: the workspace, a /tmp of their own (their
+    HOME: a shared one would let user code plant ``.local/.../*.pth`` files that Python runs
+    at start-up) and, for autosave and sync-up, the state volume holding the sync lock."""
+    mounts = [
+        {"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE},
+        {"name": tmp, "mountPath": "/tmp"},
+    ]
+    if state:
+        mounts.append({"name": STATE_VOLUME, "mountPath": STATE})
+    return mounts
+
+
+def _sync_container(name: str, settings: Settings, command: list[str],
+                    state: bool = True, tmp: str = SYNC_TMP_VOLUME) -> dict:
+    """A container running ``python -m runner …`` with the storage credentials.
+
+    Its working directory is its private /tmp, never the workspace: ``python -m`` puts the
+    working directory first on ``sys.path``, so a ``runner/`` folder in the user's files
+    would otherwise be imported in place of the real one.
+    """
+    return {
+        "name": names.dns_label(name),
+        "image": settings.k8s_runner_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "workingDir": "/tmp",
+        "env": s3_env(settings),
+        "volumeMounts": _sync_mounts(state, tmp),
+        "securityContext": container_security(settings),
+    }
 
 
 def s3_env(settings: Settings) -> list[dict]:
@@ -198,22 +241,52 @@ def runner_secret(repl: Repl, template: Template, settings: Settings, runner_key
     }
 
 
+def runner_env(repl: Repl, template: Template, settings: Settings) -> list[dict]:
+    """The runner's environment: its own REPL's key (from the Secret) and plain settings;
+    never a storage setting or credential."""
+    n = names.object_names(repl.id)
+    env = [
+        {"name": "RUNNER_REPL_ID", "value": repl.id},
+        {"name": "RUNNER_KEY", "valueFrom": {"secretKeyRef": {
+            "name": n.secret, "key": names.RUNNER_KEY_ENTRY}}},
+        {"name": "RUNNER_CORE_URL", "value": settings.core_url},
+        {"name": "RUNNER_HEARTBEAT_SECONDS", "value": str(settings.heartbeat_seconds)},
+        {"name": "RUNNER_IDLE_TIMEOUT", "value": str(settings.idle_timeout)},
+        {"name": "RUNNER_AUTOSAVE_URL", "value": f"http://127.0.0.1:{AUTOSAVE_PORT}/"},
+    ]
+    if template.run:
+        env.append({"name": "RUNNER_RUN_COMMAND", "value": template.run})
+    if template.shell:
+        env.append({"name": "RUNNER_SHELL", "value": template.shell})
+    env.append({"name": "HOME", "value": "/tmp"})
+    return env
+
+
+def autosave_container(repl: Repl, settings: Settings) -> dict:
+    """The autosave companion: a native sidecar (an init container with ``restartPolicy:
+    Always``) that starts after sync-down, runs beside the runner, restarts when it exits,
+    and is stopped only after the runner (so it can save once more on its way out)."""
+    container = _sync_container(names.AUTOSAVE_CONTAINER, settings, [
+        "python", "-m", "runner", "autosave", "--src", WORKSPACE,
+        "--prefix", repl.storage_prefix, "--interval", str(settings.autosave_seconds),
+        "--listen", f"127.0.0.1:{AUTOSAVE_PORT}", "--lock", SYNC_LOCK])
+    container["restartPolicy"] = "Always"
+    container["resources"] = {"requests": {"cpu": "20m", "memory": "64Mi"},
+                              "limits": {"cpu": "500m", "memory": "256Mi"}}
+    return container
+
+
 def deployment(repl: Repl, template: Template, settings: Settings) -> dict:
     n = names.object_names(repl.id)
     labels = _labels(repl, template)
     base_path = f"/{repl.id}/"
-    sync_down = {
-        "name": names.SYNC_DOWN_CONTAINER,
-        "image": settings.k8s_runner_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "runner", "sync-down",
-                    "--prefix", repl.storage_prefix, "--dest", WORKSPACE],
-        "env": s3_env(settings),
-        "volumeMounts": _mounts(),
-        "securityContext": container_security(settings),
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                      "limits": {"cpu": "500m", "memory": "256Mi"}},
-    }
+    if template.port == AUTOSAVE_PORT:
+        raise ValueError(f"template port {template.port} is the autosave companion's port")
+    sync_down = _sync_container(names.SYNC_DOWN_CONTAINER, settings, [
+        "python", "-m", "runner", "sync-down", "--prefix", repl.storage_prefix,
+        "--dest", WORKSPACE], state=False)
+    sync_down["resources"] = {"requests": {"cpu": "50m", "memory": "64Mi"},
+                              "limits": {"cpu": "500m", "memory": "256Mi"}}
     runner = {
         "name": names.RUNNER_CONTAINER,
         "image": template.image,
@@ -223,14 +296,7 @@ def deployment(repl: Repl, template: Template, settings: Settings) -> dict:
                     "--base-path", base_path],
         "workingDir": WORKSPACE,
         "ports": [{"name": "http", "containerPort": template.port, "protocol": "TCP"}],
-        "env": [
-            {"name": "RUNNER_REPL_ID", "value": repl.id},
-            {"name": "RUNNER_KEY", "valueFrom": {"secretKeyRef": {
-                "name": n.secret, "key": names.RUNNER_KEY_ENTRY}}},
-            {"name": "RUNNER_CORE_URL", "value": settings.core_url},
-            {"name": "RUNNER_HEARTBEAT_SECONDS", "value": str(settings.heartbeat_seconds)},
-            {"name": "HOME", "value": "/tmp"},
-        ],
+        "env": runner_env(repl, template, settings),
         "volumeMounts": _mounts(),
         "securityContext": container_security(settings),
         "resources": {
@@ -256,12 +322,16 @@ def deployment(repl: Repl, template: Template, settings: Settings) -> dict:
             "fsGroup": RUNNER_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "terminationGracePeriodSeconds": 10,
-        "initContainers": [sync_down],
+        # The runner stops first, then autosave saves what changed since its last save
+        # (an eviction): that upload needs the time (runner.autosave.SHUTDOWN_SAVE_SECONDS).
+        "terminationGracePeriodSeconds": TERMINATION_GRACE,
+        "initContainers": [sync_down, autosave_container(repl, settings)],
         "containers": [runner],
         "volumes": [
             {"name": WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": settings.k8s_workspace_size}},
             {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": SYNC_TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+            {"name": STATE_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
         ],
     }
     if settings.k8s_image_pull_secret:
@@ -361,19 +431,39 @@ def network_policy(repl: Repl, template: Template, settings: Settings) -> dict:
     }
 
 
-def sync_up_container(repl: Repl, settings: Settings, name: str) -> dict:
-    """The ephemeral container that saves the workspace (``pods/ephemeralcontainers``)."""
-    return {
-        "name": names.dns_label(name),
-        "image": settings.k8s_runner_image,
-        "imagePullPolicy": "IfNotPresent",
-        "targetContainerName": names.RUNNER_CONTAINER,
-        "command": ["python", "-m", "runner", "sync-up",
-                    "--src", WORKSPACE, "--prefix", repl.storage_prefix],
-        "env": s3_env(settings),
-        "volumeMounts": _mounts(),
-        "securityContext": container_security(settings),
-    }
+def quiesce_url(repl: Repl, runner_port: int) -> str:
+    """Where sync-up tells the runner to stop edits (the pod's loopback, no Service)."""
+    return f"http://127.0.0.1:{runner_port}/{repl.id}/_control/quiesce"
+
+
+def sync_up_container(repl: Repl, settings: Settings, name: str, control_token: str,
+                      runner_port: int, pod_volumes: Collection[str] | None = None) -> dict:
+    """The ephemeral container that saves the workspace (``pods/ephemeralcontainers``).
+
+    No ``targetContainerName``: it needs only the shared volumes and the pod's network, and
+    containerd refuses to start a container whose target is not running, so a crash-looping
+    runner would block every save. It quiesces the runner (``control_token``, a ``control``
+    token for this REPL, and the runner's port as the pod runs it), then saves under the
+    lock autosave takes too. On failure the kubelet reports the end of its log.
+
+    ``pod_volumes`` names the volumes the pod has (default: those of the current spec). A
+    pod made before the autosave sidecar has neither ``devex-state`` nor ``sync-tmp``, and
+    the API refuses mounts of volumes a pod lacks: there the container uses the pod's
+    ``tmp`` and no lock (nothing else saves in such a pod).
+    """
+    volumes = {STATE_VOLUME, SYNC_TMP_VOLUME} if pod_volumes is None else set(pod_volumes)
+    state = STATE_VOLUME in volumes
+    command = ["python", "-m", "runner", "sync-up", "--src", WORKSPACE,
+               "--prefix", repl.storage_prefix]
+    if state:
+        command += ["--lock", SYNC_LOCK]
+    command += ["--quiesce-url", quiesce_url(repl, runner_port)]
+    container = _sync_container(
+        name, settings, command, state,
+        SYNC_TMP_VOLUME if SYNC_TMP_VOLUME in volumes else TMP_VOLUME)
+    container["env"].append({"name": "RUNNER_CONTROL_TOKEN", "value": control_token})
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return container
 
 
 def all_objects(repl: Repl, template: Template, settings: Settings, runner_key: str) -> list[dict]:

@@ -17,6 +17,7 @@ MANAGED_SELECTOR = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
 
 RUNNER_CONTAINER = "runner"
 SYNC_DOWN_CONTAINER = "sync-down"
+AUTOSAVE_CONTAINER = "autosave"  # native sidecar
 SYNC_UP_PREFIX = "sync-up"
 RUNNER_KEY_ENTRY = "runner-key"  # key inside the per-REPL Secret
 

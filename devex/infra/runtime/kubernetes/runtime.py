@@ -3,8 +3,10 @@
 Start creates what is missing (converging the Secret, Service, Ingress and NetworkPolicy,
 never touching a Deployment that is already there: its pod may hold unsaved files) and
 waits, by watching, for the pod to be Ready; on failure it removes only what it created.
-Stop injects a ``sync-up`` ephemeral container into the running pod, waits for it to exit 0
-and only then deletes the objects; any doubt about the files means nothing is deleted.
+Stop injects a ``sync-up`` ephemeral container into the running pod (it quiesces the runner,
+then saves under the lock the autosave sidecar takes too), waits for it to exit 0 and only
+then deletes the objects, returning once the pod is gone (until then autosave may still
+upload); any doubt about the files means nothing is deleted.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from devex.infra.runtime.kubernetes.client import (
 )
 from devex.models import Repl
 from devex.templates_catalog import Template
-from devex.tokens import repl_key
+from devex.tokens import CONTROL_SCOPE, repl_key, sign
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ WAITING_REASONS: dict[str, tuple[str, bool]] = {
     "CreateContainerError": ("{which} could not be created: {message}", True),
 }
 FATAL_REASONS = frozenset(r for r, (_, fatal) in WAITING_REASONS.items() if fatal)
+_WHICH = {names.SYNC_DOWN_CONTAINER: "The file sync", names.AUTOSAVE_CONTAINER: "Autosave"}
 _API_ERRORS = (KubeError, client.ApiException, urllib3.exceptions.HTTPError, TimeoutError,
                ConnectionError)
 
@@ -78,7 +81,7 @@ def diagnose(pod: dict) -> tuple[str | None, bool]:
         state = cs.get("state") or {}
         waiting = state.get("waiting") or {}
         reason = waiting.get("reason", "")
-        which = "The file sync" if cs.get("name") == names.SYNC_DOWN_CONTAINER else "The runner"
+        which = _WHICH.get(cs.get("name", ""), "The runner")
         words = None
         if reason in WAITING_REASONS:
             template, is_fatal = WAITING_REASONS[reason]
@@ -98,6 +101,23 @@ def diagnose(pod: dict) -> tuple[str | None, bool]:
 def explain_pod(pod: dict) -> str | None:
     """The pod's current trouble in words for people, or None when nothing is wrong yet."""
     return diagnose(pod)[0]
+
+
+def runner_port(pod: dict) -> int:
+    """The port the pod's runner listens on, as the pod runs it (it may predate a template
+    change); the template default when the pod does not say."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == names.RUNNER_CONTAINER:
+            for port in c.get("ports") or []:
+                if port.get("name") == "http" and port.get("containerPort"):
+                    return int(port["containerPort"])
+    return Template.port  # the dataclass default
+
+
+def last_line(text: str, limit: int = 300) -> str:
+    """The last non-empty line of a termination message (the end of the log, on failure)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else ""
 
 
 def is_ready(pod: dict) -> bool:
@@ -215,15 +235,20 @@ class KubernetesRuntime(Runtime):
                 raise FilesNotSaved(f"files not saved: {exc}") from None
         else:
             progress("stop", "Force stop: the workspace is deleted WITHOUT saving its files")
+        saved = "Files are saved, but r" if save else "R"
         try:
             self._delete_all(repl, progress)
+            gone = self._wait_pods_gone(repl, progress)
         except _API_ERRORS as exc:
-            saved = "Files are saved, but r" if save else "R"
             if is_transient(exc):
                 raise RuntimeUnavailable(
                     f"{saved}emoving the REPL failed: the Kubernetes API is unavailable: "
                     f"{exc}") from None
             raise RuntimeFailure(f"{saved}emoving the REPL failed: {exc}") from None
+        if not gone:
+            raise RuntimeUnavailable(
+                f"{saved}emoving the REPL is not finished: its pod is still shutting down "
+                f"after {self.settings.k8s_stop_timeout} seconds")
         progress("stop", "Removed the REPL's Kubernetes objects")
 
     def is_running(self, repl: Repl) -> bool:
@@ -300,9 +325,15 @@ class KubernetesRuntime(Runtime):
         while f"{names.SYNC_UP_PREFIX}-{index}" in existing:
             index += 1
         container_name = f"{names.SYNC_UP_PREFIX}-{index}"
+        if not self.settings.secret_key:
+            raise FilesNotSaved("files not saved: DEVEX_SECRET_KEY is not set, so the runner "
+                                "cannot be told to stop edits")
+        token = sign(repl_key(self.settings.secret_key, repl.id), repl.id, CONTROL_SCOPE)
+        volumes = [v.get("name") for v in (pod.get("spec") or {}).get("volumes") or []]
+        sync_up = manifests.sync_up_container(repl, self.settings, container_name, token,
+                                              runner_port(pod), volumes)
         progress("stop", "Saving files to storage")
-        self.kube.patch_ephemeral_containers(
-            pod_name, [manifests.sync_up_container(repl, self.settings, container_name)])
+        self.kube.patch_ephemeral_containers(pod_name, [sync_up])
         exit_code, detail = self._wait_terminated(pod_name, container_name, progress)
         if exit_code is None:
             raise FilesNotSaved(f"files not saved: {detail}")
@@ -331,8 +362,12 @@ class KubernetesRuntime(Runtime):
                     if "terminated" in state:
                         term = state["terminated"] or {}
                         detail = term.get("message") or term.get("reason") or ""
-                        return int(term.get("exitCode", -1)), str(detail).strip()
-                    reason = (state.get("waiting") or {}).get("reason", "")
+                        return int(term.get("exitCode", -1)), last_line(str(detail))
+                    waiting = state.get("waiting") or {}
+                    reason = waiting.get("reason", "")
+                    if reason in FATAL_REASONS:  # e.g. the S3 Secret is missing
+                        return None, (f"saving could not start: {reason}: "
+                                      f"{waiting.get('message') or ''}".rstrip(": "))
                     if reason in ("ImagePullBackOff", "ErrImagePull") and not said:
                         said = f"the sync image {cs.get('image', '')} could not be pulled"
                         progress("stop", f"Saving is stuck: {said}")
@@ -340,6 +375,37 @@ class KubernetesRuntime(Runtime):
                     break
         why = f"saving did not finish within {timeout} seconds"
         return None, f"{why} ({said})" if said else why
+
+    def _wait_pods_gone(self, repl: Repl, progress: Progress) -> bool:
+        """True once no pod of the REPL is left, False after ``k8s_stop_timeout``.
+
+        Until its pod is gone, the autosave companion may still upload (on SIGTERM it saves
+        what changed since its last save): a delete that removes the files next must not
+        race it, and a stop is not over before nothing can write to storage any more.
+        """
+        selector = names.selector_string(names.selector_labels(repl.id))
+        pods, version = self.kube.list_pods(selector)
+        left = {p["metadata"]["name"] for p in pods}
+        if not left:
+            return True
+        progress("stop", "Waiting for the REPL's pod to shut down")
+        deadline = time.monotonic() + self.settings.k8s_stop_timeout
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for type_, pod in self.kube.watch_pods(int(remaining + 0.999),
+                                                   label_selector=selector,
+                                                   resource_version=version):
+                meta = pod.get("metadata") or {}
+                version = meta.get("resourceVersion") or version
+                if type_ == "DELETED":
+                    left.discard(meta.get("name"))
+                else:  # a replacement made before the ReplicaSet went away counts too
+                    left.add(meta.get("name"))
+                if not left or time.monotonic() >= deadline:
+                    break
+        return True
 
     def _delete_all(self, repl: Repl, progress: Progress) -> None:
         handle = repl.runtime or {}
