@@ -220,7 +220,8 @@ def create_app(settings: ServerSettings) -> web.Application:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         static = request.path.startswith(base + "static/")
-        response.headers.setdefault("Cache-Control", "max-age=3600" if static else "no-store")
+        # Static files revalidate (ETag/Last-Modified): an upgrade never mixes old and new.
+        response.headers.setdefault("Cache-Control", "no-cache" if static else "no-store")
 
     app = web.Application(middlewares=[errors_and_auth], client_max_size=1024 * 1024)
     app[SETTINGS] = settings

@@ -97,6 +97,7 @@ class Connection:
         self.authenticated = False
         self.terminals: dict[str, Terminal] = {}
         self._send_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
 
     # -- sending -------------------------------------------------------------------------
     async def send(self, event: str, data=None, **top) -> None:
@@ -167,8 +168,15 @@ class Connection:
             frame = parse(msg)
             if frame is None:
                 await self.error("a frame is a JSON object with a string 'event'", None)
-                continue
-            await self.dispatch(*frame)
+            elif frame[0] == "auth":  # already in (or --no-auth): nothing more to check
+                await self.send("authResponse", {"success": True})
+            elif frame[0] in BACKGROUND_EVENTS:
+                # Slow and independent of file order: must not hold up typing and writes.
+                task = asyncio.create_task(self.dispatch(*frame))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                await self.dispatch(*frame)
 
     async def dispatch(self, event: str, data) -> None:
         handler = HANDLERS.get(event)
@@ -185,6 +193,8 @@ class Connection:
                 message = exc.strerror or "file system error"
             if event in TERMINAL_EVENTS:
                 extra = {"sessionId": data["sessionId"]} if "sessionId" in data else {}
+                if event in ("run", "stopRun"):
+                    extra["run"] = True
                 await self.send("terminalError", {"error": message, **extra})
             elif reply_event:
                 fields = {k: data.get(k) for k in echo}
@@ -202,6 +212,8 @@ class Connection:
         await self.end_terminals()
 
     async def end_terminals(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         terminals, self.terminals = list(self.terminals.values()), {}
         await asyncio.gather(*(t.close() for t in terminals), return_exceptions=True)
 
@@ -232,7 +244,7 @@ class Connection:
 
         async def exited(code: int | None) -> None:
             self.terminals.pop(term.id, None)
-            await self.send("terminalClosed", {"sessionId": term.id, "exitCode": code})
+            await self.send("terminalClosed", {"sessionId": term.id, **exit_status(code)})
 
         await term.start(cols, rows, output, exited)
         self.terminals[term.id] = term
@@ -244,6 +256,13 @@ class Connection:
         if term is None:
             raise Refused("no such terminal session")
         return term
+
+
+def exit_status(code: int | None) -> dict:
+    """A shell's way to say it: a process ended by signal N exits with 128 + N."""
+    if code is not None and code < 0:
+        return {"exitCode": 128 - code, "signal": -code}
+    return {"exitCode": code}
 
 
 def parse(msg) -> tuple[str, object] | None:
@@ -353,7 +372,7 @@ async def close_terminal(conn: Connection, data: dict) -> None:
     term = conn.terminal(data)
     conn.terminals.pop(term.id, None)
     code = await term.close()
-    await conn.send("terminalClosed", {"sessionId": term.id, "exitCode": code})
+    await conn.send("terminalClosed", {"sessionId": term.id, **exit_status(code)})
 
 
 async def run(conn: Connection, data: dict) -> None:
@@ -412,6 +431,7 @@ REPLIES = {
     "copy": ("copyResponse", ("sourcePath", "targetPath")),
     "save": ("saveResponse", ()),
 }
+BACKGROUND_EVENTS = {"save", "closeTerminal", "stopRun"}
 TERMINAL_EVENTS = {"requestTerminal", "terminalInput", "terminalResize", "closeTerminal",
                    "run", "stopRun"}
 

@@ -11,7 +11,11 @@ import pytest
 from devex import create_app
 from tests.support.waiting import wait_for
 
-pytest_plugins = ["tests.support.redis_server", "tests.support.moto_server"]
+pytest_plugins = [
+    "tests.support.redis_server",
+    "tests.support.moto_server",
+    "tests.support.browser",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 

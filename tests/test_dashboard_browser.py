@@ -7,145 +7,32 @@ the create form with an error, and a failed REPL go to ``test-artifacts/screensh
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlsplit
-
-import pytest
+import json
+from urllib.parse import parse_qsl, urlsplit
 
 from devex.errors import RuntimeFailure
 from devex.services.repls import Actor
-from tests.conftest import ROOT
+from tests.support.browser import (
+    QUICK,
+    SLOW,
+    assert_no_sideways_scrolling,
+    assert_same_page,
+    badges,
+    create,
+    expect,
+    mark_page,
+    needs_chromium,
+    record_badges,
+    row,
+    row_names,
+    shot,
+    sign_in,
+    status,
+    watch_sockets,
+)
 from tests.support.waiting import wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SLOW = 60_000  # ms: starting a runner process, with margin for a busy CI machine
-QUICK = 15_000
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian chromium at /usr/bin/chromium (scripts/ensure-test-tools installs it)",
-    ),
-]
-
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def site(app) -> Iterator[str]:
-    """The embedded app served by werkzeug on a free port of 127.0.0.1."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="dashboard-http", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(10)
-    server.server_close()
-
-
-@pytest.fixture
-def page(browser, site):
-    context = browser.new_context(base_url=site, viewport={"width": 1100, "height": 760})
-    context.set_default_timeout(QUICK)
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-def sign_in(page) -> None:
-    page.goto("/")
-    expect(page).to_have_title("Sign in · Devex")
-    page.get_by_role("button", name="Continue as local user").click()
-    expect(page).to_have_title("Your REPLs · Devex")
-
-
-def create(page, name: str, *, start: bool = True, template: str = "python") -> None:
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Template").select_option(template)
-    page.get_by_label("Start it now").set_checked(start)
-    page.get_by_role("button", name="Create REPL").click()
-
-
-def row(page, name: str):
-    return page.locator("#repl-rows tr.repl-row").filter(
-        has=page.get_by_role("link", name=name, exact=True)
-    )
-
-
-def status(page, name: str):
-    return row(page, name).get_by_test_id("status")
-
-
-def mark_page(page) -> None:
-    """A marker that only survives while the page is never reloaded or left."""
-    page.evaluate("window.__devexMarker = 'still the same page'")
-
-
-def assert_same_page(page) -> None:
-    assert page.evaluate("window.__devexMarker") == "still the same page"
-
-
-def record_badges(page) -> None:
-    """From now on, note every status each row shows (``window.__badges[name]``), however
-    briefly: a MutationObserver sees each swap before the next one can happen."""
-    page.evaluate(
-        """() => {
-          window.__badges = {};
-          const note = () => {
-            for (const tr of document.querySelectorAll("#repl-rows tr.repl-row")) {
-              const name = tr.querySelector(".repl-name").textContent.trim();
-              const status = tr.querySelector("[data-testid=status]").textContent.trim();
-              const seen = (window.__badges[name] = window.__badges[name] || []);
-              if (seen[seen.length - 1] !== status) { seen.push(status); }
-            }
-          };
-          new MutationObserver(note).observe(document.getElementById("repl-rows"),
-            {childList: true, subtree: true, characterData: true, attributes: true});
-        }"""
-    )
-
-
-def badges(page, name: str) -> list[str]:
-    return page.evaluate("name => (window.__badges || {})[name] || []", name)
-
-
-def row_names(page) -> list[str]:
-    return [n.strip() for n in page.locator("#repl-rows tr.repl-row .repl-name").all_inner_texts()]
-
-
-def assert_no_sideways_scrolling(page, what: str) -> None:
-    page.wait_for_load_state("load")  # the style sheet applies
-    width = page.evaluate("document.scrollingElement.scrollWidth")
-    assert width <= 360, f"{what}: {width} px wide at 360 px"
-
-
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+pytestmark = needs_chromium
 
 
 def test_a_persons_whole_journey(page):
@@ -186,12 +73,13 @@ def test_a_persons_whole_journey(page):
 
     page.context.on("request", on_request)
     page.context.on("response", on_response)
+    sockets = watch_sockets(page.context)
     with page.expect_popup() as popup_info:
         row(page, "journey").get_by_role("button", name="Open journey").click()
     ide = popup_info.value
     # The runner's own page, reached with the token the dashboard handed over ...
     expect(ide).to_have_title("Devex REPL")
-    expect(ide.get_by_role("button", name="main.py")).to_be_visible()  # its API took the token
+    expect(ide.get_by_role("button", name="main.py")).to_be_visible()  # its socket took the token
     # ... in the URL's fragment, which no server (nor its access log) ever sees ...
     [opened] = [r for r in responses if urlsplit(r.url).path.endswith("/open")]
     assert opened.status == 303
@@ -204,9 +92,11 @@ def test_a_persons_whole_journey(page):
     assert to_runner, "the browser never talked to the runner"
     for r in to_runner:
         assert "token" not in urlsplit(r.url).query, r.url
-    # ... and sent as a header to the runner's API instead.
-    api_calls = [r for r in to_runner if urlsplit(r.url).path.endswith("/api/files")]
-    assert api_calls and api_calls[0].all_headers()["authorization"].startswith("Bearer ")
+    # ... and sent to the runner in its WebSocket's first frame instead.
+    [(socket_url, sent)] = sockets
+    assert socket_url.startswith(runner.replace("http", "ws", 1)) and "token" not in socket_url
+    token = dict(parse_qsl(handed.fragment))["token"]
+    assert json.loads(sent[0]) == {"event": "auth", "data": {"token": token}}
     # The page drops it from the address bar.
     assert "token" not in ide.url and ide.evaluate("location.hash") == ""
     assert ide.request.get(runner + handed.path + "healthz").status == 200
