@@ -33,11 +33,11 @@ lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
 
 bench: $(VENV)/.dev-deps
-	./scripts/ensure-test-tools
+	./scripts/ensure-test-tools wrk
 	$(BIN)/python -m bench
 
 worker: $(VENV)/.deps
-	$(BIN)/rq worker --with-scheduler devex
+	$(BIN)/rq worker -w jobs.worker.DevexWorker --with-scheduler devex
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

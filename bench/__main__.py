@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import embedded_latency, http_ratio, listing_round_trips, runner_ide
+from bench import embedded_latency, http_wrk, lifecycle, listing_round_trips, runner_ide
 from tests.support.redis_server import running_redis as redis_server
 
 
@@ -13,7 +13,8 @@ def main() -> None:
     results = {}
     with redis_server() as url:
         results.update(listing_round_trips.run(url))
-        results.update(http_ratio.run(url))
+        results.update(http_wrk.run(url))
+        results.update(lifecycle.run(url))
     results.update(embedded_latency.run())
     results.update(runner_ide.run())
     out = Path(__file__).parent / "results"

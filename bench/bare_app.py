@@ -1,4 +1,4 @@
-"""The baseline for ``http_ratio``: a bare Flask endpoint."""
+"""The baseline for ``http_wrk``: a bare Flask endpoint."""
 
 from flask import Flask
 

@@ -9,16 +9,20 @@ from datetime import timedelta
 from typing import Any
 
 from apiflask import APIFlask
+from apiflask.schema_adapters.marshmallow import parser as json_parser
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from devex import errorhandlers
+from devex import errorhandlers, jsonbody, weblogs
 from devex.auth import init_auth
 from devex.blueprints import api, auth, dashboard, health
 from devex.cli import devex_cli
 from devex.config import Settings
 from devex.extension import DevexExtension
+from devex.headers import init_headers
+from devex.hosts import init_hosts
 from devex.infra.embedded_state import DataDirLock, Snapshotter
 from devex.infra.embedded_worker import EmbeddedWorker
+from devex.openapi import init_openapi
 from devex.services.repls import ReplService
 from devex.wiring import build
 
@@ -62,6 +66,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
 
+    init_hosts(app, settings)  # first: no hook runs for a request to an unknown host
+    jsonbody.install(json_parser)  # bounded JSON bodies, every failure a 400
+    weblogs.install()  # no OAuth code/state in access logs
+    init_headers(app)
+    init_openapi(app, components.catalog)
     init_auth(app, settings, components)
     errorhandlers.register(app)
     for blueprint in (api.bp, auth.bp, health.bp, dashboard.bp):

@@ -55,3 +55,41 @@ def manifests_command(template_id: str, repl_id: str, owner: str, owner_id: str)
     click.echo(f"# namespace {settings.k8s_namespace}; the runner key Secret holds a "
                "placeholder here")
     click.echo(yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True), nl=False)
+
+
+def _accounts_and_user(who: str):
+    """The app's account rules and the user ``who`` names (a user id, or a login)."""
+    from devex.infra import keys
+
+    components = current_app.extensions["devex"].components
+    user = components.store.get_user(who)
+    if user is None:
+        found = components.redis.get(keys.user_by_login(who))
+        user = components.store.get_user(found.decode()) if found else None
+    if user is None:
+        raise click.ClickException(f"no user with the id or login {who!r}")
+    return current_app.extensions["devex_auth"].accounts, user
+
+
+@devex_cli.command("suspend")
+@click.argument("who")
+@click.option("--reason", default="", help="Why (shown to administrators).")
+def suspend_command(who: str, reason: str) -> None:
+    """Suspend a user (an id, or a login): their sessions and tokens stop working."""
+    from devex.errors import DevexError
+
+    accounts, user = _accounts_and_user(who)
+    try:
+        accounts.suspend(user.id, reason or "suspended by an operator")
+    except DevexError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"suspended {user.login} (id {user.id})")
+
+
+@devex_cli.command("resume")
+@click.argument("who")
+def resume_command(who: str) -> None:
+    """Lift a user's suspension (an id, or a login)."""
+    accounts, user = _accounts_and_user(who)
+    accounts.resume(user.id)
+    click.echo(f"resumed {user.login} (id {user.id})")

@@ -15,6 +15,7 @@ from typing import Any
 
 PREFIX = "DEVEX_"
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+HOST = re.compile(r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")  # a leading dot: any subdomain
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,8 @@ class Settings:
     github_client_secret: str = ""
     github_url: str = "https://github.com"
     github_api_url: str = "https://api.github.com"
+    # People and orgs by numeric GitHub id ("id:583231") or by login; a login is bound to
+    # the id that first logs in with it, for good (devex.services.accounts).
     github_allowed_logins: tuple[str, ...] = ()
     github_allowed_orgs: tuple[str, ...] = ()
     admins: tuple[str, ...] = ()
@@ -53,7 +56,7 @@ class Settings:
     queue_name: str = "devex"
     embedded_worker: bool | None = None  # None: on exactly when Redis is in-process
     job_retry_intervals: tuple[int, ...] = (2, 10, 30)  # seconds before each retry
-    start_timeout: int = 60  # seconds a runner gets to become ready
+    start_timeout: int = 300  # seconds a runner gets to become ready (a cold image pull)
     lock_wait: int = 300  # seconds a job waits for another job on the same REPL
     idle_timeout: int = 3600  # seconds without activity before a running REPL is stopped
     autosave_seconds: int = 30  # how often a running REPL's changed files are saved
@@ -70,10 +73,13 @@ class Settings:
     github_recheck_seconds: int = 900  # re-check the GitHub token this often; 0: never
     github_timeout: int = 10  # seconds for every call to GitHub
     api_tokens_per_user: int = 50
-    rate_limit_create: str = "20/minute"  # flask-limiter syntax, per user; empty: no limit
+    rate_limit_create: str = "20/minute"  # "limits" syntax, per user; empty: no limit
     rate_limit_start: str = "30/minute"
     rate_limit_storage_url: str = ""  # empty: DEVEX_REDIS_URL, or memory:// when embedded
     cors_origins: tuple[str, ...] = ()  # IDE frontend origins allowed with credentials
+    # Host names the service answers to (devex.hosts); others get 400. Empty: 127.0.0.1 and
+    # localhost in embedded mode or with local login, any host otherwise; "*": any host.
+    allowed_hosts: tuple[str, ...] = ()
     # --- kubernetes (owned by devex/infra/runtime/kubernetes; add fields here) ---
     k8s_ingress_host: str = "repl.example.com"
     k8s_ingress_class: str = ""
@@ -97,6 +103,13 @@ class Settings:
     k8s_storage_namespace_labels: str = ""  # "k=v,k=v": namespaces of in-cluster storage
     k8s_storage_pod_labels: str = ""  # "k=v,k=v": its pods (needs the namespace labels)
     k8s_storage_ports: str = ""  # comma-separated TCP ports of that egress; empty: any
+    # Where REPL pods may send DNS (53 UDP/TCP). The default reaches kube-dns pods, a
+    # NodeLocal DNSCache (169.254.20.10, kubespray's 169.254.25.10), a cache that answers on
+    # the kube-dns ClusterIP (private ranges) and GKE's metadata DNS. Empty: no DNS rule.
+    k8s_dns_egress: str = ("169.254.20.10/32,169.254.25.10/32,169.254.169.254/32,10.0.0.0/8,"
+                           "172.16.0.0/12,192.168.0.0/16,fc00::/7")
+    k8s_dns_namespace_labels: str = "kubernetes.io/metadata.name=kube-system"
+    k8s_dns_pod_labels: str = ""  # "k=v,…": only these pods there (needs the namespace)
     # --- end kubernetes ---
 
     @property
@@ -104,9 +117,6 @@ class Settings:
         if self.auth:
             return self.auth
         return "github" if self.github_client_id else "local"
-
-    def is_admin(self, login: str) -> bool:
-        return login.lower() in {a.lower() for a in self.admins}
 
     @property
     def secure_cookies(self) -> bool:
@@ -164,6 +174,10 @@ class Settings:
             if self.auth_mode == "local" and not self.auth:  # never local just by default
                 raise ConfigError("DEVEX_RUNTIME=kubernetes needs DEVEX_AUTH=github (or, for "
                                   "a trial, DEVEX_AUTH=local set explicitly)")
+        for host in self.allowed_hosts:
+            if host != "*" and not HOST.match(host):
+                raise ConfigError(f"DEVEX_ALLOWED_HOSTS: {host!r} is not a host name like "
+                                  "devex.example.com or .example.com (no scheme or port)")
         for origin in self.cors_origins:
             if not ORIGIN.match(origin):
                 raise ConfigError(f"DEVEX_CORS_ORIGINS: {origin!r} is not an origin like "

@@ -139,6 +139,7 @@ LOGIN_ERRORS = {
     "not_allowed": "This GitHub account may not use this Devex. "
     "Ask an administrator to be added.",
     "unavailable": "GitHub cannot be reached right now; try again shortly.",
+    "suspended": "This account is suspended. Ask an administrator.",
 }
 LOGIN_ERROR_UNKNOWN = "Signing in did not work. Please try again."
 

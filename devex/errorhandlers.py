@@ -7,6 +7,7 @@ import logging
 from apiflask import APIFlask, HTTPError
 from flask import render_template, request
 from redis import RedisError
+from werkzeug.exceptions import HTTPException
 
 from devex.errors import DevexError
 from devex.infra.storage import StorageError
@@ -71,8 +72,8 @@ def register(app: APIFlask) -> None:
         status = error.status_code
         if status == 400 and error.detail:
             message = _validation_message(error.detail)
-        elif status == 400:  # Flask's JSON parser refused the body
-            message = "The request body must be valid JSON."
+        elif status == 400:  # werkzeug refused the request itself (see werkzeug_error)
+            message = error.message or "The request could not be understood."
         elif status == 413:
             message = f"The request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes."
         else:
@@ -81,6 +82,15 @@ def register(app: APIFlask) -> None:
             page = render_template("error.html", status=status, message=message)
             return page, status, error.headers
         return body(CODES.get(status, "error"), message), status, error.headers
+
+    @app.errorhandler(HTTPException)
+    def werkzeug_error(error: HTTPException):
+        # APIFlask's own handler keeps only the name ("Bad Request"); a 400 says what was
+        # wrong instead (a truncated body, a malformed header), never a guess about JSON.
+        headers = dict(error.get_headers())
+        headers.pop("Content-Type", None)
+        message = (error.description or error.name) if error.code == 400 else error.name
+        return app.error_callback(HTTPError(error.code, message=message, headers=headers))
 
     @app.errorhandler(DevexError)
     def devex_error(error: DevexError):

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from devex.redact import redact
+
 
 class Status(StrEnum):
     CREATING = "creating"
@@ -85,7 +87,7 @@ class Repl:
             storage_prefix=raw["storage_prefix"],
             status=Status(raw.get("status", "failed")),
             desired=Desired(raw.get("desired", "stopped")),
-            error=raw.get("error") or None,
+            error=redact(raw["error"]) if raw.get("error") else None,  # older records too
             url=raw.get("url") or None,
             created_at=raw.get("created_at", ""),
             updated_at=raw.get("updated_at", ""),
@@ -117,6 +119,12 @@ class User:
     avatar_url: str = ""
     first_login_at: str = ""
     last_login_at: str = ""
+    # Standing (written by devex.infra.account_store, read with the user on every request):
+    suspended: str = ""  # "" | "admin" (by an administrator) | "github" (failed re-check)
+    suspended_reason: str = ""
+    suspended_at: str = ""
+    standing_checked_at: str = ""  # epoch seconds of the last GitHub re-check
+    held_logins: str = ""  # comma-separated configured login names bound to this id
 
     def to_hash(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from apiflask import Schema
-from apiflask.fields import Boolean, List, Nested, String
-from apiflask.validators import Length, OneOf
+from apiflask.fields import Boolean, Integer, List, Nested, String
+from apiflask.validators import Length, OneOf, Range
 from marshmallow import EXCLUDE
 
 from devex.models import AUTOSAVE_STATES, Desired, Status
+
+# A REPL name as ``services.repls.validate_name`` takes it: trimmed, 1-64 characters.
+NAME_PATTERN = r"^\s*[A-Za-z0-9_.\-](?:[A-Za-z0-9 _.\-]{0,62}[A-Za-z0-9_.\-])?\s*$"
 
 
 class ReplOut(Schema):
@@ -25,6 +28,20 @@ class ReplOut(Schema):
 
 class ReplList(Schema):
     repls = List(Nested(ReplOut), required=True)
+    total = Integer(required=True, metadata={"description": "How many REPLs the user has"})
+    next_cursor = String(
+        required=True, allow_none=True,
+        metadata={"description": "Pass as ?cursor= for the next page; null on the last"},
+    )
+
+
+class ReplListQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE  # cache-busting and other extra parameters are ignored
+
+    limit = Integer(load_default=None, validate=Range(min=1, max=200),
+                    metadata={"description": "Page size, 1 to 200 (default 100)"})
+    cursor = String(load_default=None, validate=Length(max=200))
 
 
 class ReplJob(Schema):
@@ -32,14 +49,38 @@ class ReplJob(Schema):
     job_id = String(required=True, allow_none=True)
 
 
+class StrictBoolean(Boolean):
+    """JSON ``true`` or ``false`` only, as the document says (marshmallow's Boolean would
+    also take 1, "yes", "on", ...)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class JsonInteger(Integer):
+    """A JSON integer as JSON Schema counts one (7, or 7.0), never "7" or true."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole:
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(int(value), attr, data, **kwargs)
+
+
 class CreateIn(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    # Names are checked by the service layer, so the API and the dashboard share one rule.
-    name = String(required=True, metadata={"description": "1-64 of letters, digits, space, -_."})
+    # Names are checked by the service layer, so the API and the dashboard share one rule;
+    # the pattern documents that rule exactly (tests/test_openapi.py holds them together).
+    name = String(required=True, metadata={
+        "description": "1-64 of letters, digits, space, -_. (surrounding spaces trimmed)",
+        "pattern": NAME_PATTERN,
+    })
     template = String(required=True)
-    start = Boolean(load_default=True)
+    start = StrictBoolean(load_default=True)
 
 
 class TemplateOut(Schema):
@@ -82,7 +123,7 @@ class HeartbeatIn(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    active = Boolean(load_default=False)
+    active = StrictBoolean(load_default=False)
     autosave = Nested(AutosaveIn, load_default=None, allow_none=True)
 
 
@@ -100,6 +141,10 @@ class MeOut(Schema):
 
 
 class ReadyOut(Schema):
+    redis = String(required=True)
+
+
+class DependenciesOut(Schema):
     redis = String(required=True)
     storage = String(required=True)
     runtime = String(required=True)

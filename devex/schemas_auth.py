@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from apiflask import Schema
-from apiflask.fields import Boolean, Integer, List, Nested, String
-from apiflask.validators import Range
+from apiflask.fields import Boolean, List, Nested, String
+from apiflask.validators import Length, Range
 from marshmallow import EXCLUDE
 
-from devex.schemas import ReplOut
+from devex.schemas import JsonInteger, ReplOut
+from devex.services.tokens import NAME_PATTERN as TOKEN_NAME_PATTERN
 
 
 class TokenCreateIn(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    # The name is checked by the service layer (1-64 printable characters).
-    name = String(required=True)
-    expires_in_days = Integer(
+    # The name is checked by the service layer; the pattern is that very rule.
+    name = String(required=True, metadata={
+        "description": "1-64 printable characters (surrounding spaces trimmed)",
+        "pattern": TOKEN_NAME_PATTERN,
+    })
+    expires_in_days = JsonInteger(
         load_default=None,
         allow_none=True,
         validate=Range(min=1, max=3650),
@@ -51,3 +55,24 @@ class AdminReplOut(ReplOut):
 
 class AdminReplList(Schema):
     repls = List(Nested(AdminReplOut), required=True)
+
+
+class SuspendIn(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    reason = String(
+        load_default="",
+        validate=Length(max=200),
+        metadata={"description": "Why, for other administrators (at most 200 characters)."},
+    )
+
+
+class UserStandingOut(Schema):
+    id = String(required=True)
+    login = String(required=True)
+    suspended = Boolean(required=True)
+    suspended_by = String(required=True, allow_none=True,
+                          metadata={"description": "admin, github, or null"})
+    suspended_reason = String(required=True, allow_none=True)
+    suspended_at = String(required=True, allow_none=True)

@@ -14,12 +14,16 @@ import secrets
 from flask import current_app, g, request, session
 
 from devex.errors import Forbidden, Unauthorized, Unavailable
-from devex.services.repls import Actor
+from devex.services.repls import Actor, plausible_id
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 SESSION = "session"
 BEARER = "bearer"
+SUSPENDED = {  # why a user (and every personal token of theirs) is refused
+    "admin": "This account is suspended. Ask an administrator.",
+    "github": "GitHub no longer confirms this account's access; log in again.",
+}
 
 
 def devex():
@@ -78,10 +82,20 @@ def auth_method() -> str | None:
 
 
 def _actor_for(user_id: str) -> Actor | None:
-    user = devex().components.store.get_user(user_id)
+    # A read of one REPL gets its record in the same round trip as the user's.
+    repl_id = (request.view_args or {}).get("repl_id") if request.method in SAFE_METHODS else None
+    wanted = [repl_id] if isinstance(repl_id, str) and plausible_id(repl_id) else []
+    user, seen = devex().components.store.get_user_with_repls(user_id, wanted)
     if user is None:
         return None
-    return Actor(id=user.id, login=user.login, is_admin=devex().settings.is_admin(user.login))
+    # Standing (suspended, or a GitHub re-check due) from the record just read: no extra
+    # round trip unless the re-check is due (devex.services.accounts).
+    accounts = auth_ext().accounts if auth_ext() is not None else None
+    if accounts is not None and not accounts.in_good_standing(user):
+        g.refused_standing = user.suspended or "github"
+        return None
+    is_admin = accounts.is_admin(user) if accounts is not None else False
+    return Actor(id=user.id, login=user.login, is_admin=is_admin, seen=seen)
 
 
 def current_actor() -> Actor | None:
@@ -107,6 +121,8 @@ def current_actor() -> Actor | None:
         if uid:
             actor = _actor_for(uid)
             method = SESSION if actor is not None else None
+            if g.get("refused_standing"):
+                logout()  # a suspended user's session ends, server-side too
     g.actor = actor
     g.auth_method = method
     return actor
@@ -124,6 +140,13 @@ def check_csrf() -> None:
 def require_actor() -> Actor:
     actor = current_actor()
     if actor is None:
+        if g.get("refused_standing"):
+            raise Unauthorized(
+                SUSPENDED.get(g.refused_standing, SUSPENDED["admin"]),
+                code="account_suspended",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+                if g.get("bearer_refused") else None,
+            )
         if g.get("bearer_refused"):
             raise Unauthorized(
                 "The bearer token is unknown, revoked or expired.",

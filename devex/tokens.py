@@ -13,8 +13,11 @@ import hmac
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 IDE_SCOPE = "ide"  # the browser IDE talking to the runner (short-lived)
-RUNNER_SCOPE = "runner"  # the runner talking to the core (lives as long as the REPL runs)
+RUNNER_SCOPE = "runner"  # the runner talking to the core (a fresh one for every call)
 CONTROL_SCOPE = "control"  # the core's stop telling the runner to stop edits (minutes)
+# How old a runner token the core accepts (seconds): runners sign one per heartbeat and
+# idle call, so this only covers the call's own latency and clock skew between machines.
+RUNNER_TOKEN_MAX_AGE = 300
 
 
 class TokenError(Exception):

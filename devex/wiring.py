@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import fakeredis
 import redis
 
 from devex.config import Settings
@@ -35,6 +34,8 @@ def connect_redis(settings: Settings) -> redis.Redis:
             health_check_interval=30,
         )
     # Embedded mode: an in-process Redis; RQ and the store share it.
+    import fakeredis  # only embedded mode needs it (and Lua for it)
+
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 

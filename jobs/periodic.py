@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 
-from devex.errors import LockBusy, TransitionRefused
+from devex.errors import LockBusy, RuntimeFailure, TransitionRefused
 from devex.models import Status
 from devex.services.repls import ReplService
 from jobs import context
@@ -65,7 +66,10 @@ def reconcile() -> dict:
 
 
 def cull_idle() -> list[str]:
-    """Stop (saving files) every running REPL idle for longer than ``DEVEX_IDLE_TIMEOUT``."""
+    """Stop (saving files) every REPL idle for longer than ``DEVEX_IDLE_TIMEOUT``: running
+    ones, and ``failed`` ones whose runner still runs (a stop that could not save leaves
+    its pod up with the files; nobody can edit there any more, but it costs like a running
+    REPL). A failed REPL is idle from its last activity or failure, whichever is later."""
     c = context.get()
     if not c.settings.core_url:
         # Runners report activity to DEVEX_CORE_URL; without it silence means nothing.
@@ -82,4 +86,28 @@ def cull_idle() -> list[str]:
                 stopped.append(repl_id)
         except TransitionRefused:
             continue
+    for repl in c.store.list_all():  # one round trip
+        if repl.status != Status.FAILED or _epoch(repl.last_activity_at, repl.updated_at) > cutoff:
+            continue
+        if c.store.is_locked(repl.id):
+            continue  # a job works on it: it reports for itself
+        try:
+            if not c.runtime.is_running(repl):
+                continue  # nothing left running: nothing to cull
+            if service.stop_idle(repl.id).accepted:
+                stopped.append(repl.id)
+        except (RuntimeFailure, TransitionRefused) as exc:
+            log.info("cull_idle: REPL %s left as it is: %s", repl.id, exc)
     return stopped
+
+
+def _epoch(*stamps: str | None) -> float:
+    """The latest of the REPL's timestamps (``utcnow()`` format) as epoch seconds."""
+    latest = 0.0
+    for stamp in stamps:
+        try:
+            latest = max(latest, datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%S.%fZ")
+                         .replace(tzinfo=UTC).timestamp())
+        except ValueError:
+            continue
+    return latest

@@ -24,6 +24,7 @@ from devex.errors import (
 from devex.infra.storage import StorageError
 from devex.infra.storage.seed import publish_templates, template_prefix
 from devex.models import Desired, Status, utcnow
+from devex.redact import redact
 from devex.services.repls import ReplService
 from jobs import context
 
@@ -62,7 +63,7 @@ def _run(repl_id: str, expected: Status, work: Callable, what: str) -> str:
         if _final_attempt():
             _fail(c, repl_id, owned, f"{what} failed: {exc}")
             return "failed"
-        c.store.add_event(repl_id, "retry", f"{what} hit a problem, retrying: {exc}")
+        c.store.add_event(repl_id, "retry", _safe(c, f"{what} hit a problem, retrying: {exc}"))
         raise
     except Exception as exc:  # a bug: show a failure instead of a REPL stuck mid-change
         _fail(
@@ -74,7 +75,14 @@ def _run(repl_id: str, expected: Status, work: Callable, what: str) -> str:
         raise
 
 
+def _safe(c, message: str) -> str:
+    """A message for the REPL's owner: no credentials (a storage endpoint's user:password,
+    the configured secrets) whatever the library quoted."""
+    return redact(message, (c.settings.s3_secret_access_key, c.settings.secret_key))
+
+
 def _fail(c, repl_id: str, owned: tuple[Status, ...], reason: str) -> None:
+    reason = _safe(c, reason)
     log.warning("REPL %s: %s", repl_id, reason)
     try:
         c.store.transition(repl_id, Status.FAILED, allowed=owned, fields={"error": reason})
@@ -84,7 +92,7 @@ def _fail(c, repl_id: str, owned: tuple[Status, ...], reason: str) -> None:
 
 
 def _progress(c, repl_id: str):
-    return lambda kind, message: c.store.add_event(repl_id, kind, message)
+    return lambda kind, message: c.store.add_event(repl_id, kind, _safe(c, message))
 
 
 def _ensure_files(c, repl) -> None:

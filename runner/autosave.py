@@ -14,39 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
 
+from devex.infra.storage.sync import sync_lock
 from runner.workspace import TMP_PREFIX
 
 log = logging.getLogger("runner.autosave")
 
 # Within the pod's grace period (terminationGracePeriodSeconds, 60) with room to exit.
 SHUTDOWN_SAVE_SECONDS = 45.0
-
-
-@contextlib.contextmanager
-def sync_lock(path: Path | None) -> Iterator[None]:
-    """An exclusive lock shared by every save of one workspace (autosave and stop)."""
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def scan_signature(root: Path) -> str:

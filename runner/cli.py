@@ -236,7 +236,7 @@ def quiesce(url: str, token: str | None) -> str:
 
 def _sync(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from devex.infra.storage import StorageError
-    from runner.autosave import sync_lock
+    from devex.infra.storage.sync import sync_lock
 
     op = args.command
     storage = _storage(op, environ)

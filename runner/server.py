@@ -26,7 +26,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from devex import tokens
 from runner import heartbeat, ws
-from runner.workspace import MAX_READ_BYTES, Workspace, WorkspaceError
+from runner.workspace import MAX_READ_BYTES, Workspace, WorkspaceError, os_error
 
 log = logging.getLogger("runner")
 access_log = logging.getLogger("runner.access")
@@ -97,6 +97,14 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+# What each workspace error answers over HTTP (a path the caller named: always a 4xx).
+_WORKSPACE_STATUS = {"bad_path": 400, "not_found": 404, "too_large": 413, "exists": 409}
+
+
+def workspace_error_response(exc: WorkspaceError) -> web.Response:
+    return error_response(_WORKSPACE_STATUS.get(exc.code, 400), exc.code, str(exc))
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -150,6 +158,12 @@ def create_app(settings: ServerSettings) -> web.Application:
                 raise
             code = _HTTP_CODES.get(exc.status, "http_error")
             return error_response(exc.status, code, exc.reason)
+        except WorkspaceError as exc:
+            return workspace_error_response(exc)
+        except OSError as exc:  # any OS error on a path the request named: ours, in JSON
+            if not request.path.startswith(api_prefix):
+                raise
+            return workspace_error_response(os_error(exc))
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -199,8 +213,9 @@ def create_app(settings: ServerSettings) -> web.Application:
         try:
             content = await asyncio.to_thread(ws.read_file, rel, MAX_READ_BYTES)
         except WorkspaceError as exc:
-            status = {"bad_path": 400, "not_found": 404, "too_large": 413}.get(exc.code, 400)
-            return error_response(status, exc.code, str(exc))
+            return workspace_error_response(exc)
+        except OSError as exc:  # ENAMETOOLONG and friends not mapped on the way
+            return workspace_error_response(os_error(exc))
         data = content.data
         text: str | None = None
         if b"\x00" not in data:

@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.moto_server",
     "tests.support.browser",
+    "tests.support.fake_github",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

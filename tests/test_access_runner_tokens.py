@@ -16,10 +16,9 @@ from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` 
     store,
     users_app,
 )
-from tests.support.tampering import signed_long_ago, tamper
+from tests.support.tampering import signed_ago, signed_long_ago, tamper
 
 SECRET = "test-secret"
-RUNNER_MAX_AGE = 7 * 24 * 3600  # what /api/runner/* accepts
 IDE_MAX_AGE = 3600  # what the runner accepts (RUNNER_TOKEN_MAX_AGE default)
 
 
@@ -84,6 +83,23 @@ def test_runner_endpoints_refuse_bad_tokens_and_change_nothing(app, two, make):
     assert idle.status_code == 401 and idle.json["error"]["code"] == "unauthorized"
     repl = store(app).get(a)
     assert repl.status == Status.RUNNING and repl.last_activity_at is None
+
+
+def test_runner_tokens_are_good_for_minutes_not_days(app, two):
+    """Runners sign a fresh token for every call: one older than a few minutes is a
+    replayed or stolen one, refused for heartbeats and for idle (which stops the REPL)."""
+    a, _ = two
+    key = tokens.repl_key(SECRET, a)
+    stale = signed_ago(key, a, tokens.RUNNER_SCOPE, tokens.RUNNER_TOKEN_MAX_AGE + 60)
+    assert tokens.RUNNER_TOKEN_MAX_AGE <= 600  # minutes
+    assert heartbeat(app, a, stale).status_code == 401
+    idle = app.test_client().post(f"/api/runner/{a}/idle", headers={"Authorization":
+                                                                    f"Bearer {stale}"})
+    assert idle.status_code == 401
+    repl = store(app).get(a)
+    assert repl.status == Status.RUNNING and repl.last_activity_at is None
+    recent = signed_ago(key, a, tokens.RUNNER_SCOPE, 60)
+    assert heartbeat(app, a, recent).status_code == 200
 
 
 def ide_token(app, repl_id: str) -> dict:

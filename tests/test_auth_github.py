@@ -15,17 +15,10 @@ from devex import create_app
 from devex.config import ConfigError
 from devex.dashboard_helpers import LOGIN_ERRORS
 from devex.infra import keys
-from tests.support.fake_github import CLIENT_ID, CLIENT_SECRET, FakeGitHub, serve_fake_github
+from tests.support.fake_github import CLIENT_ID, CLIENT_SECRET, FakeGitHub
 from tests.support.redis_server import free_port
 
 TIMEOUT = 10
-
-
-@pytest.fixture
-def fake_github(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain HTTP
-    with serve_fake_github() as fake:
-        yield fake
 
 
 def github_app(fake, data_dir, **extra):
@@ -156,9 +149,11 @@ def test_whole_oauth_dance_session_api_and_logout(live, fake_github):
     user = live.app.extensions["devex"].components.store.get_user("4242")
     assert user.login == "octocat" and user.first_login_at and user.last_login_at
 
-    # The GitHub token is kept server-side; the cookie is only a random id.
+    # The session keeps no GitHub token; the user's is kept server-side, sealed.
     (gh_token,) = fake_github.tokens
-    assert gh_token.encode() in live.redis.get(keys.SESSION_PREFIX + sid)
+    assert gh_token.encode() not in live.redis.get(keys.SESSION_PREFIX + sid)
+    sealed = live.redis.get(keys.github_credential("4242"))
+    assert sealed and gh_token.encode() not in sealed
     assert gh_token not in sid
 
     created = live.post(
@@ -358,22 +353,29 @@ def gh_app(fake_github, data_dir):
 def test_session_cookie_flags_in_github_mode(gh_app):
     client = gh_app.test_client()
     dance(client)
-    cookie = next(
-        c for c in client.get("/auth/me").headers.getlist("Set-Cookie") if "session=" in c
-    )
-    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    # As the login set it (a plain read sets no cookie).
+    cookie = client.get_cookie("session")
+    assert cookie.secure and cookie.http_only and cookie.same_site == "Lax"
+    assert "Set-Cookie" not in client.get("/auth/me").headers
+
+
+def recheck_due(app, user_id: str = "4242") -> None:
+    """Make the user's periodic GitHub re-check due now."""
+    app.extensions["devex"].components.redis.hset(keys.user(user_id), "standing_checked_at", 0)
+
+
+def checked_at(app, user_id: str = "4242") -> float:
+    return float(app.extensions["devex"].components.store.get_user(user_id).standing_checked_at)
 
 
 def test_revoked_github_token_sends_the_user_back_to_login(gh_app, fake_github):
     client = gh_app.test_client()
     dance(client)
     assert client.get("/auth/me").status_code == 200
-    with client.session_transaction() as s:
-        s["gh_checked"] = 0  # the periodic re-check is due
+    recheck_due(gh_app)
     assert client.get("/auth/me").status_code == 200  # token still good: session stays
-    with client.session_transaction() as s:
-        assert s["gh_checked"] > 0
-        s["gh_checked"] = 0
+    assert checked_at(gh_app) > 0
+    recheck_due(gh_app)
     fake_github.revoke_all()
     page = client.get("/")
     assert page.status_code == 302 and page.headers["Location"].endswith("/auth/github")
@@ -385,19 +387,20 @@ def test_revoked_github_token_sends_the_user_back_to_login(gh_app, fake_github):
 def test_revoked_github_token_ends_api_sessions_with_401(gh_app, fake_github):
     client = gh_app.test_client()
     dance(client)
-    with client.session_transaction() as s:
-        s["gh_checked"] = 0
+    recheck_due(gh_app)
     fake_github.revoke_all()
     resp = client.get("/api/repl/")
-    assert resp.status_code == 401 and resp.json["error"]["code"] == "unauthorized"
+    assert resp.status_code == 401 and resp.json["error"]["code"] == "account_suspended"
+    assert client.get("/api/repl/").json["error"]["code"] == "unauthorized"  # session ended
 
 
-def test_expired_github_token_sends_the_user_back_to_login(gh_app):
+def test_expired_github_token_sends_the_user_back_to_login(gh_app, fake_github):
     client = gh_app.test_client()
     dance(client)
-    with client.session_transaction() as s:
-        s["gh_checked"] = 0
-        s["github_oauth_token"] = {**s["github_oauth_token"], "expires_at": 1000}
+    (gh_token,) = fake_github.tokens
+    gh_app.extensions["devex_github"].remember("4242", {"access_token": gh_token,
+                                                        "expires_at": 1000})
+    recheck_due(gh_app)
     page = client.get("/")
     assert page.status_code == 302 and page.headers["Location"].endswith("/auth/github")
     assert client.get("/auth/me").status_code == 401

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
+import re
+import shutil
+import subprocess
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +25,7 @@ from devex.config import ConfigError, Settings
 from devex.infra.runtime.kubernetes import KubernetesRuntime, manifests, names
 from devex.models import Repl
 from devex.templates_catalog import Catalog
+from tests.support.netpol import Destination, egress_allowed
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -80,13 +86,35 @@ def every_object() -> list[tuple[str, dict]]:
     return out
 
 
-def deploy_documents() -> list[tuple[str, dict]]:
+def deploy_documents(examples: bool = True) -> list[tuple[str, dict]]:
     docs = []
-    for path in sorted(DEPLOY.rglob("*.yaml")):
+    for path in sorted(DEPLOY.rglob("*.yaml") if examples else DEPLOY.glob("*.yaml")):
+        if path.name == "kustomization.yaml":  # kustomize's own file, not an object
+            continue
         for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
             if doc:
                 docs.append((f"{path.relative_to(ROOT)}#{i}", doc))
     return docs
+
+
+def kustomize_build() -> tuple[str, list[dict]]:
+    """``kustomize build deploy/``: kubectl's built-in kustomize where kubectl is installed
+    (the machine image has it); otherwise a small reader that does only what this
+    kustomization asks of kustomize -- concatenate its ``resources`` files in order -- and
+    refuses anything more (a real kustomize would be needed then)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        out = subprocess.run([kubectl, "kustomize", str(DEPLOY)], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return "kubectl kustomize", [d for d in yaml.safe_load_all(out.stdout) if d]
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert set(kustomization) <= {"apiVersion", "kind", "resources"}, \
+        "the fallback reader only understands a resources list"
+    docs = []
+    for name in kustomization["resources"]:
+        docs += [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+    return "resources reader", docs
 
 
 def containers(deployment: dict) -> dict[str, dict]:
@@ -115,7 +143,7 @@ def test_every_deploy_document_validates_strictly(version):
     kinds = {d["kind"] for _, d in docs}
     assert {"Namespace", "Deployment", "Service", "Ingress", "StatefulSet", "CronJob",
             "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "Secret",
-            "ConfigMap"} <= kinds
+            "ConfigMap", "Job"} <= kinds
     for what, doc in docs:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -215,6 +243,17 @@ def test_sync_containers_use_the_runner_image_and_the_repl_prefix():
         "--prefix", "octocat/0123456789ab/", "--lock", "/devex-state/sync.lock",
         "--quiesce-url", "http://127.0.0.1:8080/0123456789ab/_control/quiesce"]
     assert sync_up["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_every_sync_container_keeps_the_end_of_its_log_as_its_failure_reason():
+    """The sync commands print a one-line reason on failure; with FallbackToLogsOnError the
+    kubelet keeps the log's end as the termination message, which becomes the REPL's
+    failure reason ("files not saved: ...", "Loading the REPL's files ... failed: ...")."""
+    c = containers(manifests.deployment(make_repl("python"), CATALOG.get("python"), PLAIN))
+    sync_up = ephemeral_pod()["spec"]["ephemeralContainers"][0]
+    for container in (c["sync-down"], c["autosave"], sync_up):
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert "terminationMessagePolicy" not in c["runner"]  # user code writes its log
 
 
 def test_sync_up_needs_no_running_target_and_carries_the_control_token():
@@ -422,6 +461,84 @@ def test_network_policy_admits_only_the_ingress_controller_and_fences_egress():
     assert internet["to"][1]["ipBlock"]["cidr"] == "::/0"
 
 
+KUBE_DNS_POD = Destination("10.244.0.5", 53, "UDP",
+                           {"kubernetes.io/metadata.name": "kube-system"},
+                           {"k8s-app": "kube-dns"})
+
+
+@pytest.mark.parametrize(("dest", "allowed"), [
+    (KUBE_DNS_POD, True),  # CoreDNS / kube-dns pods
+    (replace(KUBE_DNS_POD, protocol="TCP"), True),  # large answers
+    (Destination("169.254.20.10", 53, "UDP"), True),  # NodeLocal DNSCache (link-local)
+    (Destination("169.254.25.10", 53, "TCP"), True),  # ... as kubespray sets it up
+    (Destination("10.96.0.10", 53, "UDP"), True),  # a cache answering on the ClusterIP
+    (Destination("169.254.169.254", 53, "UDP"), True),  # GKE metadata DNS
+    (Destination("fd00:10:96::a", 53, "UDP"), True),  # an IPv6 cluster's DNS ClusterIP
+    (Destination("8.8.8.8", 53, "UDP"), True),  # public resolvers (the internet rule)
+    (Destination("169.254.169.254", 80), False),  # the metadata service itself: never
+    (Destination("169.254.20.10", 8080), False),  # only DNS on those addresses
+    (Destination("10.96.0.1", 443), False),  # the cluster's API server
+    (replace(KUBE_DNS_POD, port=9153, protocol="TCP"), False),  # CoreDNS metrics
+])
+def test_dns_reaches_the_resolvers_real_clusters_use_and_nothing_else(dest, allowed):
+    policy = manifests.network_policy(make_repl("node"), CATALOG.get("node"), PLAIN)
+    assert egress_allowed(policy, dest) is allowed
+
+
+def test_the_policy_evaluator_agrees_with_the_old_kube_system_only_rule():
+    """The evaluator is strict: a namespace selector never matches an address that is no
+    pod, which is why NodeLocal DNSCache needs an ipBlock (what the old rule lacked)."""
+    old = {"spec": {"policyTypes": ["Egress"], "egress": [{
+        "to": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "kube-system"}}}],
+        "ports": [{"protocol": "UDP", "port": 53}]}]}}
+    assert egress_allowed(old, KUBE_DNS_POD)
+    assert not egress_allowed(old, Destination("169.254.20.10", 53, "UDP"))
+    assert not egress_allowed(old, Destination("10.96.0.10", 53, "UDP"))
+
+
+def test_dns_egress_is_configurable():
+    settings = replace(PLAIN, k8s_dns_egress="169.254.20.10/32",
+                       k8s_dns_namespace_labels="kubernetes.io/metadata.name=kube-system",
+                       k8s_dns_pod_labels="k8s-app=kube-dns")
+    rule = manifests.dns_egress(settings)
+    assert rule == {"to": [{"namespaceSelector": {"matchLabels": {
+                               "kubernetes.io/metadata.name": "kube-system"}},
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}},
+                           {"ipBlock": {"cidr": "169.254.20.10/32"}}],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    policy = manifests.network_policy(make_repl("go"), CATALOG.get("go"), settings)
+    kubernetes_validate.validate(policy, VERSIONS[-1], strict=True)
+    assert not egress_allowed(policy, Destination("10.96.0.10", 53, "UDP"))
+    assert not egress_allowed(policy, replace(KUBE_DNS_POD, pod_labels={"app": "other"}))
+    none = replace(PLAIN, k8s_dns_egress="", k8s_dns_namespace_labels="")
+    assert manifests.dns_egress(none) is None
+    egress = manifests.network_policy(make_repl("go"), CATALOG.get("go"), none)["spec"]["egress"]
+    assert all({"protocol": "UDP", "port": 53} not in r.get("ports", []) for r in egress)
+
+
+@pytest.mark.parametrize(("field", "raw", "words"), [
+    ("k8s_dns_egress", "169.254.20.10/24", "is not a CIDR"),
+    ("k8s_dns_egress", "node-local-dns", "is not a CIDR"),
+    ("k8s_dns_pod_labels", "k8s-app=kube-dns", "needs DEVEX_K8S_DNS_NAMESPACE_LABELS"),
+    ("k8s_dns_namespace_labels", "bad key=x", "is not a label key"),
+])
+def test_bad_dns_settings_are_config_errors(field, raw, words):
+    settings = replace(PLAIN, **{field: raw})
+    if field == "k8s_dns_pod_labels":
+        settings = replace(settings, k8s_dns_namespace_labels="")
+    with pytest.raises(ConfigError, match=words):
+        KubernetesRuntime(settings)  # refused at start-up, not per REPL
+
+
+def test_default_dns_cidrs_are_exact_networks_and_only_reach_port_53():
+    for cidr in PLAIN.k8s_dns_egress.split(","):
+        ipaddress.ip_network(cidr, strict=True)
+    rule = manifests.network_policy(make_repl("go"), CATALOG.get("go"), PLAIN)["spec"][
+        "egress"][0]
+    assert rule["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+
+
 def test_storage_egress_is_off_by_default():
     np = manifests.network_policy(make_repl("node"), CATALOG.get("node"), FULL)["spec"]
     assert len(np["egress"]) == 3
@@ -491,10 +608,119 @@ def test_storage_egress_settings_come_from_the_environment():
 
 
 # -- deploy/ -------------------------------------------------------------------------------
-def test_worker_runs_the_scheduler_so_retry_intervals_fire():
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kustomize_build_of_deploy_validates_strictly(version):
+    how, docs = kustomize_build()
+    assert {d["kind"] for d in docs} == {
+        "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service",
+        "StatefulSet", "Deployment", "Ingress", "CronJob", "NetworkPolicy"}, how
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{how}: {doc['kind']}/{doc['metadata']['name']} on {version}: "
+                        f"{'.'.join(map(str, exc.path))}: {exc.message}")
+
+
+def test_kustomization_applies_every_deploy_file_but_the_examples():
+    """``kubectl apply -k deploy/`` creates what ``kubectl apply -f`` of each file would:
+    nothing left out, and never the example Secrets (placeholder values)."""
+    listed = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+    files = sorted(p.name for p in DEPLOY.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(listed) == files
+    _, built = kustomize_build()
+    assert "Secret" not in {d["kind"] for d in built}
+    names = {(d["kind"], d["metadata"]["name"]) for d in built}
+    assert names == {(d["kind"], d["metadata"]["name"])
+                     for _, d in deploy_documents(examples=False)}
+
+
+def docs_overlay(root: Path) -> Path:
+    """The trial overlay docs/KUBERNETES.md has people write, taken from the page itself:
+    every ```yaml block whose first line is ``# devex-local/<file>``, written beside a
+    checkout named ``devex`` (here: a link to this one)."""
+    text = (ROOT / "docs" / "KUBERNETES.md").read_text()
+    overlay = root / "devex-local"
+    overlay.mkdir()
+    (root / "devex").symlink_to(ROOT)
+    written = []
+    for match in re.finditer(r"^( *)```yaml\n(.*?)^\1```", text, re.M | re.S):
+        body = textwrap.dedent(match.group(2))
+        first = body.splitlines()[0]
+        if first.startswith("# devex-local/"):
+            name = first.removeprefix("# devex-local/").strip()
+            (overlay / name).write_text(body)
+            written.append(name)
+    assert "kustomization.yaml" in written, written
+    return overlay
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="needs kubectl's kustomize (patches)")
+def test_the_trial_overlay_in_the_docs_builds_and_validates(tmp_path):
+    out = subprocess.run(["kubectl", "kustomize", str(docs_overlay(tmp_path))],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for doc in docs:
+        for version in (VERSIONS[0], VERSIONS[-1]):
+            kubernetes_validate.validate(doc, version, strict=True)
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert config["DEVEX_S3_ENDPOINT_URL"] == "http://minio.storage.svc:9000"
+    assert config["DEVEX_TRUSTED_PROXIES"] == "1"  # the base's settings are kept
+    settings = Settings.from_env({**config, "DEVEX_SECRET_KEY": "k" * 40,
+                                  "DEVEX_GITHUB_CLIENT_ID": "id",
+                                  "DEVEX_GITHUB_CLIENT_SECRET": "secret"})
+    policy = manifests.network_policy(make_repl("go"), CATALOG.get("go"), settings)
+    minio = Destination("10.244.1.9", 9000, "TCP", {"kubernetes.io/metadata.name": "storage"},
+                        {"app.kubernetes.io/name": "minio"})
+    assert egress_allowed(policy, minio)  # the sync containers reach MinIO
+    ingress = next(d for d in docs if d["kind"] == "Ingress")
+    assert ingress["spec"]["rules"][0]["host"] == "devex.127.0.0.1.nip.io"
+    minio_docs = [d for d in yaml.safe_load_all((DEPLOY / "examples" / "minio.yaml").read_text())]
+    assert {d["metadata"]["namespace"] for d in minio_docs if d["kind"] != "Namespace"} == \
+        {"storage"}  # what DEVEX_K8S_STORAGE_NAMESPACE_LABELS selects
+
+
+def deploy_config() -> dict[str, str]:
+    return next(d for _, d in deploy_documents() if d["kind"] == "ConfigMap")["data"]
+
+
+def test_deploy_config_is_for_a_web_behind_one_tls_ingress():
+    """The GitHub callback URL is built from X-Forwarded-Proto/Host: the web trusts the
+    one proxy in front of it (the ingress controller), and the settings hold together."""
+    data = deploy_config()
+    assert data["DEVEX_TRUSTED_PROXIES"] == "1"
+    env = {**data, "DEVEX_SECRET_KEY": "k" * 40, "DEVEX_GITHUB_CLIENT_ID": "id",
+           "DEVEX_GITHUB_CLIENT_SECRET": "secret"}
+    settings = Settings.from_env(env)
+    assert settings.trusted_proxies == 1 and settings.auth_mode == "github"
+    assert settings.start_timeout >= 300  # a cold image pull fits
+    KubernetesRuntime(settings)  # every Kubernetes setting is valid (ConfigError otherwise)
+
+
+def test_web_readiness_probe_checks_only_what_the_web_needs():
+    web = next(d for _, d in deploy_documents() if d["kind"] == "Deployment"
+               and d["metadata"]["name"] == "devex-web")
+    probe = web["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/readyz"  # Redis only: see tests/test_k8s_health.py
+
+
+def test_the_worker_may_only_read_events():
+    role = next(d for _, d in deploy_documents() if d["kind"] == "Role"
+                and d["metadata"]["name"] == "devex-runtime")
+    events = [r for r in role["rules"] if "events" in r["resources"]]
+    assert events == [{"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]}]
+    assert not any(r.get("resources") == ["*"] or "*" in r.get("verbs", [])
+                   for r in role["rules"])
+
+
+def test_worker_runs_the_scheduler_and_the_warm_worker_class():
     docs = dict(deploy_documents())
     worker = docs["deploy/worker.yaml#0"]["spec"]["template"]["spec"]["containers"][0]
-    assert worker["command"][:3] == ["rq", "worker", "--with-scheduler"]
+    command = worker["command"]
+    assert command[:2] == ["rq", "worker"]
+    assert "--with-scheduler" in command  # retry intervals fire
+    assert command[command.index("-w") + 1] == "jobs.worker.DevexWorker"  # jobs start warm
 
 
 def test_periodic_jobs_get_a_fresh_job_id_each_run():

@@ -17,7 +17,7 @@ from devex.errors import FilesNotSaved, RuntimeFailure, RuntimeUnavailable
 from devex.infra.runtime.kubernetes import KubernetesRuntime
 from devex.infra.runtime.kubernetes.client import KubeError, is_transient
 from devex.infra.runtime.kubernetes.names import MANAGED_SELECTOR
-from devex.infra.runtime.kubernetes.runtime import (
+from devex.infra.runtime.kubernetes.pods import (
     FATAL_REASONS,
     WAITING_REASONS,
     diagnose,
@@ -31,6 +31,12 @@ from tests.support.fake_k8s import FakeKube
 NS = "devex-repls"
 KINDS = ("deployments", "services", "ingresses", "networkpolicies", "secrets")
 SECRET = "s" * 40
+# How a failed sync-up's log ends: a logged error, then the one line it prints on failure.
+UPLOAD_DENIED = (
+    "2026-11-02 10:00:01,234 ERROR devex.infra.storage.sync: sync up of /workspace: could "
+    "not upload notes.txt: S3 upload 'alice/0123456789ab/notes.txt' failed: AccessDenied\n"
+    "runner: sync-up failed: sync up incomplete, nothing deleted: notes.txt: S3 upload "
+    "'alice/0123456789ab/notes.txt' failed: AccessDenied Access Denied\n")
 
 
 @pytest.fixture
@@ -100,9 +106,9 @@ def test_start_returns_url_and_creates_every_object(fake, runtime, repl, templat
     assert len(fake.names("pods", NS)) == 1
     secret = fake.get("secrets", NS, "repl-0123456789ab-runner")
     assert base64.b64decode(secret["data"]["runner-key"]).decode() == repl_key(SECRET, repl.id)
+    assert fake.count("list") == 1 and fake.count("watch") == 0  # Ready at once: one look
     assert runtime.is_running(repl)
     assert "The runner is ready" in events.text()
-    assert fake.count("watch") == 1  # waited by watching, not by polling
 
 
 def test_stop_saves_then_deletes_everything(fake, runtime, repl, template, events):
@@ -123,14 +129,16 @@ def test_stop_keeps_everything_when_saving_fails(fake, runtime, repl, template, 
     runtime.start(repl, template, events)
     before = objects_of(fake, repl.id)
     fake.sync_exit_code = 1
-    fake.sync_message = "upload failed: AccessDenied"
+    fake.sync_message = UPLOAD_DENIED  # the end of sync-up's log
     fake.reset_log()
 
     with pytest.raises(FilesNotSaved) as err:
         runtime.stop(repl, events)
 
-    assert str(err.value) == ("files not saved: saving exited with code 1 "
-                              "(upload failed: AccessDenied)")
+    reason = ("sync up incomplete, nothing deleted: notes.txt: S3 upload "
+              "'alice/0123456789ab/notes.txt' failed: AccessDenied Access Denied")
+    assert str(err.value) == f"files not saved: {reason}"  # the line sync-up printed
+    assert ("stop", f"Saving failed: {reason}") in events
     assert objects_of(fake, repl.id) == before
     assert fake.count("delete") == 0
     assert runtime.is_running(repl)  # still reachable
@@ -463,7 +471,7 @@ def test_start_api_error_that_will_not_heal_is_final_and_cleans_up(
     ("POST", "deployments", 500),
     ("POST", "services", 503),
     ("POST", "ingresses", 429),
-    ("WATCH", "pods", 500),  # while waiting for Ready
+    ("GET", "pods", 500),  # listing the pods to wait for Ready
 ])
 def test_start_transient_api_error_keeps_everything_for_the_retry(
         fake, runtime, repl, template, events, method, resource, status):

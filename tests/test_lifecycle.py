@@ -92,7 +92,8 @@ def rq_worker(cluster_env):
     env = {**os.environ, **cluster_env, "PYTHONPATH": str(ROOT)}
     rq = Path(sys.executable).parent / "rq"
     proc = subprocess.Popen(
-        [str(rq), "worker", "--url", cluster_env["DEVEX_REDIS_URL"], "--with-scheduler", "devex"],
+        [str(rq), "worker", "-w", "jobs.worker.DevexWorker", "--url",
+         cluster_env["DEVEX_REDIS_URL"], "--with-scheduler", "devex"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -170,6 +171,74 @@ def test_paths_leaving_the_workspace_are_refused(open_runner, tree, path):
     assert status == 400, body
     assert body["error"]["code"] == "bad_path"
     assert OUTSIDE_TEXT not in json.dumps(body)
+
+
+def json_error(resp: requests.Response) -> dict:
+    """The runner's error shape, whatever went wrong: JSON, never a plain-text page."""
+    assert resp.headers["Content-Type"].startswith("application/json"), resp.text[:200]
+    return resp.json()["error"]
+
+
+def test_long_paths_are_json_4xx(open_runner):
+    name_too_long = requests.get(open_runner.url + "api/files/" + "x" * 300, timeout=5)
+    assert name_too_long.status_code == 400
+    assert json_error(name_too_long) == {"code": "bad_path", "message": "name too long"}
+    # Longer than PATH_MAX (4096) in all, every part short.
+    deep = "/".join(["d" * 200] * 25) + "/main.py"
+    resp = requests.get(open_runner.url + "api/files/" + deep, timeout=5)
+    assert 400 <= resp.status_code < 500 and json_error(resp)["code"] in ("bad_path", "not_found")
+
+
+def test_os_errors_on_a_path_are_json_4xx_not_500(tmp_path):
+    """Any OS error reading a requested path answers in the runner's error shape: here the
+    workspace directory itself is gone from under the runner."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "main.py").write_text("x = 1\n")
+    runner = Runner(ws, tmp_path)
+    try:
+        ws.rename(tmp_path / "moved-away")
+        resp = requests.get(runner.url + "api/files/main.py", timeout=5)
+        assert resp.status_code == 404, resp.text[:200]
+        assert json_error(resp)["code"] == "not_found"
+        assert str(tmp_path) not in resp.text  # no host path in the message
+    finally:
+        assert runner.stop() == 0, runner.log()
+    assert "Traceback" not in runner.log()
+
+
+def test_a_runner_without_its_key_says_so_loudly(tree, tmp_path):
+    runner = Runner(tree["ws"], tmp_path)  # no RUNNER_KEY: started with --no-auth
+    try:
+        assert requests.get(runner.url + "api/files", timeout=5).status_code == 200
+    finally:
+        runner.stop()
+    assert "WARNING runner: AUTH IS OFF (--no-auth)" in runner.log()
+
+
+def test_the_runner_image_holds_every_module_the_runner_imports(tmp_path):
+    """runner/Dockerfile copies only some of devex/: what the runner and its storage
+    code import (devex.redact, say) must be among them."""
+    for line in (REPO / "runner" / "Dockerfile").read_text().splitlines():
+        parts = line.split()
+        if parts[:1] != ["COPY"] or not parts[1].startswith(("runner/", "devex/")):
+            continue
+        *sources, target = parts[1:]
+        for source in sources:
+            src = REPO / source.rstrip("/")
+            if src.is_dir():
+                shutil.copytree(src, tmp_path / target.rstrip("/"), dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+                continue
+            dest = tmp_path / target / src.name if target.endswith("/") else tmp_path / target
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+    code = ("import runner.cli, runner.server, runner.autosave, devex.infra.storage.s3, "
+            "devex.infra.storage.local, devex.infra.storage.sync")
+    env = {k: v for k, v in clean_env().items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_api_requires_an_ide_token_for_this_repl(tree, tmp_path):

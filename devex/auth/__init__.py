@@ -1,6 +1,6 @@
 """Wires authentication into the app: server-side sessions (flask-session in Redis), GitHub
 OAuth2 (flask-dance, GitHub Enterprise hosts configurable), personal API tokens, rate limits
-on create/start (flask-limiter), CORS for the IDE frontend (flask-cors).
+on create/start (limits), CORS for the IDE frontend (flask-cors).
 
 ``init_auth(app, settings, components)`` is called once by the app factory.
 """
@@ -10,14 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from apiflask import APIFlask
-from flask_limiter import Limiter
+from limits.strategies import RateLimiter
 
 from devex.auth.cors import init_cors
 from devex.auth.github import init_github
 from devex.auth.limits import init_limiter
 from devex.auth.sessions import init_sessions
 from devex.config import Settings
+from devex.infra.account_store import AccountStore
 from devex.infra.token_store import TokenStore
+from devex.services.accounts import Accounts
 from devex.services.tokens import ApiTokenService
 
 
@@ -26,8 +28,9 @@ class AuthExtension:
     """What ``app.extensions['devex_auth']`` holds."""
 
     tokens: ApiTokenService
-    limiter: Limiter
+    limiter: RateLimiter
     settings: Settings
+    accounts: Accounts | None = None  # standing and admin rights (devex.services.accounts)
 
 
 def init_auth(app: APIFlask, settings: Settings, components) -> AuthExtension:
@@ -37,10 +40,17 @@ def init_auth(app: APIFlask, settings: Settings, components) -> AuthExtension:
         tokens=ApiTokenService(TokenStore(components.redis), per_user=settings.api_tokens_per_user),
         limiter=limiter,
         settings=settings,
+        accounts=Accounts(
+            AccountStore(components.redis),
+            admins=settings.admins,
+            allowed_logins=settings.github_allowed_logins,
+            allowed_orgs=settings.github_allowed_orgs,
+            recheck_seconds=settings.github_recheck_seconds,
+        ),
     )
     app.extensions["devex_auth"] = ext
     if settings.auth_mode == "github":
-        init_github(app, settings)
+        init_github(app, settings, ext.accounts)
 
     from devex.blueprints import admin, tokens
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 
@@ -19,22 +20,24 @@ from flask import (
 )
 from flask_dance.consumer import oauth_authorized, oauth_error
 from flask_dance.consumer.requests import OAuth2Session
+from flask_dance.consumer.storage import NullStorage
 from flask_dance.contrib.github import make_github_blueprint
-from oauthlib.oauth2 import InsecureTransportError, OAuth2Error, TokenExpiredError
+from oauthlib.oauth2 import InsecureTransportError, OAuth2Error
 
 from devex import security
 from devex.config import Settings
 from devex.dashboard_helpers import LOGIN_ERRORS
 from devex.errorhandlers import body
 from devex.models import User
+from devex.redact import redact
 from devex.redirects import safe_next
+from devex.secretbox import SecretBox
+from devex.services.accounts import DOWN, OK, REFUSED, Accounts, Verdict
 
 log = logging.getLogger(__name__)
 
-TOKEN_KEY = "github_oauth_token"  # where flask-dance keeps the GitHub token (server-side)
 STATE_KEY = "github_oauth_state"
 NEXT_KEY = "login_next"  # the page to return to after the OAuth round trip
-CHECKED_KEY = "gh_checked"  # epoch of the last successful check of the GitHub token
 
 
 class _GitHubSession(OAuth2Session):
@@ -74,7 +77,7 @@ def _token_answer_is_usable(response: requests.Response) -> requests.Response:
     return response
 
 
-def init_github(app: APIFlask, settings: Settings) -> None:
+def init_github(app: APIFlask, settings: Settings, accounts: Accounts) -> None:
     web = settings.github_url.rstrip("/")
     scope = ["read:user", "read:org"] if settings.github_allowed_orgs else ["read:user"]
     bp = make_github_blueprint(
@@ -85,7 +88,9 @@ def init_github(app: APIFlask, settings: Settings) -> None:
         login_url="/github",
         authorized_url="/github/authorized",
         session_class=_GitHubSession,
+        storage=NullStorage(),  # the GitHub token is kept sealed per user, never in sessions
     )
+    bp.enable_openapi = False  # browser redirects, not JSON; APIFlask asks every blueprint
     # GitHub Enterprise Server: both hosts come from the settings.
     bp.base_url = settings.github_api_url.rstrip("/") + "/"
     bp.authorization_url = f"{web}/login/oauth/authorize"
@@ -124,7 +129,10 @@ def init_github(app: APIFlask, settings: Settings) -> None:
     oauth_authorized.connect(_on_authorized, sender=bp)
     oauth_error.connect(_on_oauth_error, sender=bp)
     app.register_blueprint(bp, url_prefix="/auth")
-    app.before_request(_recheck_github_token)
+    standing = GitHubStanding(settings, accounts, SecretBox(settings.secret_key, "github-token"))
+    app.extensions["devex_github"] = standing
+    accounts.checker = standing
+    app.before_request(_back_to_github_login)
 
 
 def _refusal(status: int, code: str, message: str):
@@ -167,14 +175,19 @@ def _settings() -> Settings:
     return current_app.extensions["devex_auth"].settings
 
 
-def _github_profile(gh) -> tuple[str, dict | None]:
-    """Fetch ``/user`` with the token ``gh`` holds: ("ok", user) | ("revoked"|"down", None)."""
+def _standing() -> GitHubStanding:
+    return current_app.extensions["devex_github"]
+
+
+# -- talking to GitHub's API with a user's token (at login and at every re-check) -------------
+
+
+def fetch_user(settings: Settings, access_token: str) -> tuple[str, dict | None]:
+    """``GET /user`` with ``access_token``: ("ok", user) | ("revoked" | "down", None)."""
     try:
-        resp = gh.get("user", timeout=_settings().github_timeout)
-    except TokenExpiredError:
-        return "revoked", None
-    except (requests.RequestException, OAuth2Error) as exc:
-        log.error("GitHub /user failed: %s", exc)
+        resp = _api(settings, access_token, "user")
+    except requests.RequestException as exc:
+        log.error("GitHub /user failed: %s", redact(exc))
         return "down", None
     if resp.status_code in (401, 403):
         return "revoked", None
@@ -190,34 +203,93 @@ def _github_profile(gh) -> tuple[str, dict | None]:
     return "ok", user
 
 
-def _allowed(gh, login: str) -> bool:
-    s = _settings()
-    if not (s.github_allowed_logins or s.github_allowed_orgs):
-        return True
-    if login.lower() in {x.lower() for x in s.github_allowed_logins}:
-        return True
-    if not s.github_allowed_orgs:
-        return False
+def fetch_orgs(settings: Settings, access_token: str) -> list[tuple[str, str]] | None:
+    """The user's organisations as (login, id); None when GitHub could not say."""
     try:
-        resp = gh.get("user/orgs", params={"per_page": 100}, timeout=s.github_timeout)
-        orgs = {o["login"].lower() for o in resp.json()} if resp.ok else set()
-    except (requests.RequestException, OAuth2Error, ValueError, KeyError, TypeError) as exc:
-        log.error("GitHub /user/orgs failed: %s", exc)
-        orgs = set()
-    return bool(orgs & {x.lower() for x in s.github_allowed_orgs})
+        resp = _api(settings, access_token, "user/orgs", params={"per_page": 100})
+        orgs = [(str(o["login"]), str(o["id"])) for o in resp.json()] if resp.ok else None
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        log.error("GitHub /user/orgs failed: %s", redact(exc))
+        return None
+    if orgs is None:
+        log.error("GitHub /user/orgs answered %s", resp.status_code)
+    return orgs
+
+
+def _api(settings: Settings, access_token: str, path: str, **kw) -> requests.Response:
+    url = settings.github_api_url.rstrip("/") + "/" + path
+    headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/vnd.github+json"}
+    return requests.get(url, headers=headers, timeout=settings.github_timeout,
+                        allow_redirects=False, **kw)
+
+
+class GitHubStanding:
+    """Keeps each user's GitHub credential server-side, sealed with a key derived from
+    ``DEVEX_SECRET_KEY`` (only the access token and its expiry), and checks with it that
+    the user still passes the login rules (``Accounts.checker``)."""
+
+    def __init__(self, settings: Settings, accounts: Accounts, box: SecretBox):
+        self.settings = settings
+        self.accounts = accounts
+        self.box = box
+
+    def remember(self, user_id: str, token: dict) -> None:
+        kept = {"access_token": token["access_token"], "expires_at": token.get("expires_at")}
+        self.accounts.store.save_credential(user_id, self.box.seal(json.dumps(kept).encode()))
+
+    def credential(self, user_id: str) -> dict | None:
+        raw = self.box.open(self.accounts.store.credential(user_id))
+        try:
+            kept = json.loads(raw) if raw else None
+            return kept if kept and kept.get("access_token") else None
+        except (ValueError, AttributeError):
+            return None
+
+    def __call__(self, user: User) -> Verdict:
+        kept = self.credential(user.id)
+        if kept is None:
+            return Verdict(REFUSED, "no usable GitHub credential on file; log in again")
+        expires = kept.get("expires_at")
+        if isinstance(expires, int | float) and expires <= time.time():
+            return Verdict(REFUSED, "the GitHub token expired; log in again")
+        outcome, info = fetch_user(self.settings, kept["access_token"])
+        if outcome == "down":
+            return Verdict(DOWN)
+        if outcome != "ok":
+            return Verdict(REFUSED, "GitHub no longer accepts the token (revoked?)")
+        if str(info["id"]) != user.id:
+            return Verdict(REFUSED, "the GitHub token belongs to another account")
+        login = str(info["login"])
+        verdict = self.accounts.login_rules(
+            user.id, login, lambda: fetch_orgs(self.settings, kept["access_token"])
+        )
+        if verdict.outcome == OK:
+            self.accounts.hold_names(user.id, login)
+        return verdict
 
 
 def _on_authorized(blueprint, token=None):
     if not token or not token.get("access_token"):
         return _refusal(400, "login_failed", "GitHub did not hand out a token. Please try again.")
-    outcome, info = _github_profile(blueprint.session)
+    settings = _settings()
+    outcome, info = fetch_user(settings, token["access_token"])
     if outcome == "revoked":
         return _refusal(400, "login_failed", "GitHub refused the new token. Please try again.")
     if outcome != "ok":
         return _refusal(503, "unavailable", "GitHub cannot be reached right now; try again.")
-    login_name = str(info["login"])
-    if not _allowed(blueprint.session, login_name):
-        log.info("GitHub user %s is not on the allow-list", login_name)
+    user_id, login_name = str(info["id"]), str(info["login"])
+    accounts = _standing().accounts
+    known = security.devex().components.store.get_user(user_id)
+    if known is not None and known.suspended == "admin":
+        log.info("GitHub user %s (%s) is suspended", login_name, user_id)
+        return _refusal(403, "suspended", "This account is suspended. Ask an administrator.")
+    verdict = accounts.login_rules(
+        user_id, login_name, lambda: fetch_orgs(settings, token["access_token"])
+    )
+    if verdict.outcome == DOWN:
+        return _refusal(503, "unavailable", "GitHub cannot be reached right now; try again.")
+    if verdict.outcome != OK:
+        log.info("GitHub user %s (%s) is not on the allow-list", login_name, user_id)
         return _refusal(
             403,
             "not_allowed",
@@ -225,42 +297,28 @@ def _on_authorized(blueprint, token=None):
             "Ask an administrator to be added.",
         )
     user = User(
-        id=str(info["id"]),
+        id=user_id,
         login=login_name,
         name=str(info.get("name") or ""),
         avatar_url=str(info.get("avatar_url") or ""),
     )
     security.devex().components.store.upsert_user(user)
+    _standing().remember(user.id, token)
+    accounts.record_login(user.id, login_name)
     after = session.get(NEXT_KEY)
     security.login(user.id)  # a fresh session: carry over only where to go next
-    session[CHECKED_KEY] = int(time.time())
     if after:
         session[NEXT_KEY] = after
-    return None  # flask-dance now stores the token in the (server-side) session
+    return None  # the session keeps no GitHub token (the blueprint's storage is NullStorage)
 
 
-def _recheck_github_token():
-    """Now and then, check that the session's GitHub token still works (revoked tokens,
-    expired ones, users dropped from the allow-list); if not, end the session and send
-    browsers back to the login."""
-    every = _settings().github_recheck_seconds
-    if every <= 0 or "uid" not in session or security.bearer_token() is not None:
+def _back_to_github_login():
+    """A browser whose user was just suspended by a failed GitHub re-check goes straight
+    back to GitHub's login (which lifts the suspension if the user passes the rules)."""
+    if request.method != "GET" or "uid" not in session:
         return None
-    if request.blueprint == "github" or request.endpoint in ("auth.logout_view", "static"):
+    if request.path.startswith(("/api/", "/auth/", "/static/")):
         return None
-    if time.time() - session.get(CHECKED_KEY, 0) < every:
-        return None
-    gh = current_app.blueprints["github"].session
-    outcome, info = ("revoked", None) if TOKEN_KEY not in session else _github_profile(gh)
-    if outcome == "ok" and _allowed(gh, str(info["login"])):
-        session[CHECKED_KEY] = int(time.time())
-        return None
-    if outcome == "down":  # GitHub's outage is not the user's fault: try again later
-        session[CHECKED_KEY] = int(time.time()) - every + 60
-        return None
-    log.info("GitHub token of user %s no longer works; session ended", session.get("uid"))
-    security.logout()
-    g.pop("actor", None)
-    if request.method == "GET" and not request.path.startswith(("/api/", "/auth/")):
+    if security.current_actor() is None and g.get("refused_standing") == "github":
         return redirect(url_for("github.login"))
-    return None  # the API answers 401 as for anyone not logged in
+    return None

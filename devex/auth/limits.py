@@ -1,4 +1,6 @@
-"""Per-user rate limits on create and start (flask-limiter's storage and strategy)."""
+"""Per-user rate limits on create and start, with ``limits`` (flask-limiter's own engine:
+its storage and moving-window strategy) called only where a limit applies, so other
+requests pay nothing for it."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ import time
 
 from apiflask import APIFlask
 from flask import request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
 from devex import security
 from devex.config import ConfigError, Settings
@@ -29,11 +31,11 @@ class RateLimited(DevexError):
     code = "rate_limited"
 
 
-def init_limiter(app: APIFlask, settings: Settings) -> Limiter:
-    """flask-limiter's storage (Redis in cluster mode, memory when embedded) and strategy,
-    checked per user for the endpoints in ``RATE_LIMITED``. The check runs as an app hook
-    (the REPL views are registered after this), after authentication and CSRF, and before
-    the view parses or changes anything; anonymous calls are left to the views' own auth."""
+def init_limiter(app: APIFlask, settings: Settings) -> RateLimiter:
+    """The limiter's storage (Redis in cluster mode, memory when embedded), checked per user
+    for the endpoints in ``RATE_LIMITED``. The check runs as an app hook (the REPL views are
+    registered after this), after authentication and CSRF, and before the view parses or
+    changes anything; anonymous calls are left to the views' own auth."""
     storage = settings.rate_limit_storage_url or settings.redis_url or "memory://"
     # endpoint -> (bucket, limits): the API and the dashboard share one bucket per action.
     limits: dict[str, tuple[str, list[RateLimitItem]]] = {}
@@ -44,14 +46,8 @@ def init_limiter(app: APIFlask, settings: Settings) -> Limiter:
                 limits[endpoint] = (name, parse_many(value))
             except ValueError as exc:
                 raise ConfigError(f"DEVEX_{name.upper()}: {exc}") from None
-    limiter = Limiter(
-        get_remote_address,
-        storage_uri=storage,
-        storage_options={"socket_timeout": 5} if storage.startswith("redis") else {},
-        key_prefix=keys.RATE_LIMIT_PREFIX,
-        strategy="moving-window",
-    )
-    limiter.init_app(app)
+    options = {"socket_timeout": 5} if storage.startswith("redis") else {}
+    limiter = MovingWindowRateLimiter(storage_from_string(storage, **options))
 
     @app.before_request
     def _rate_limit():
@@ -65,8 +61,8 @@ def init_limiter(app: APIFlask, settings: Settings) -> Limiter:
         actor = security.require_actor()  # CSRF first: refused calls cost nothing
         for item in items:
             parts = (keys.RATE_LIMIT_PREFIX, f"user:{actor.id}", bucket)
-            if not limiter.limiter.hit(item, *parts):
-                reset = limiter.limiter.get_window_stats(item, *parts).reset_time
+            if not limiter.hit(item, *parts):
+                reset = limiter.get_window_stats(item, *parts).reset_time
                 wait = max(1, math.ceil(reset - time.time()))
                 raise RateLimited(
                     f"Too many requests: at most {item}. Try again in {wait} seconds.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from apiflask import APIFlask
@@ -27,18 +28,33 @@ def init_sessions(app: APIFlask, settings: Settings, components) -> None:
         SESSION_PERMANENT=True,
         SESSION_USE_SIGNER=False,  # the id is 256 random bits; signing is deprecated upstream
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_lifetime_hours),
+        # Reads write nothing: the session is saved when it changes, and its expiry slides
+        # forward at most once per refresh interval (RefreshingSessions), not per request.
+        SESSION_REFRESH_EACH_REQUEST=False,
     )
     Session(app)
-    app.session_interface = _SessionsSurviveRedisOutage(
+    app.session_interface = RefreshingSessions(
         app, client=components.redis, key_prefix=keys.SESSION_PREFIX, use_signer=False
     )
+    app.session_interface.refresh_seconds = refresh_interval(settings)
 
 
-class _SessionsSurviveRedisOutage(RedisSessionInterface):
-    """The session is opened for every request, before any view or error handler: a Redis
-    outage there would be a 500 on everything, ``/healthz`` included. Instead the request
-    gets an empty session marked ``store_down``; ``security.current_actor`` answers 503 to
-    a caller who sent a session cookie, and nothing is saved."""
+def refresh_interval(settings: Settings) -> int:
+    """How often a used session's expiry moves forward: a 24th of its lifetime, at most an
+    hour. A session then ends between ``lifetime - interval`` and ``lifetime`` after its
+    last use, never later."""
+    return max(1, min(3600, settings.session_lifetime_hours * 3600 // 24))
+
+
+class RefreshingSessions(RedisSessionInterface):
+    """Sessions in Redis that cost reads nothing and survive a Redis outage.
+
+    A session is stored (and its cookie sent) only when it changed or when its expiry is
+    due to move forward. The session is opened for every request, before any view or error
+    handler: a Redis outage there would be a 500 on everything, ``/healthz`` included.
+    Instead the request gets an empty session marked ``store_down``;
+    ``security.current_actor`` answers 503 to a caller who sent a session cookie, and
+    nothing is saved."""
 
     def open_session(self, app, request):
         try:
@@ -49,9 +65,14 @@ class _SessionsSurviveRedisOutage(RedisSessionInterface):
             fresh.store_down = True
             return fresh
 
+    refresh_seconds = 3600
+    REFRESHED = "_refreshed"  # when the session's expiry last moved forward (epoch s)
+
     def save_session(self, app, session, response) -> None:
         if getattr(session, "store_down", False):
             return
+        if session and time.time() - session.get(self.REFRESHED, 0) >= self.refresh_seconds:
+            session[self.REFRESHED] = int(time.time())  # modified: stored again, new cookie
         try:
             super().save_session(app, session, response)
         except RedisError as exc:

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from apiflask import APIBlueprint
-from flask import request
+from flask import Response, current_app, request
+from werkzeug.routing import BaseConverter
 
 from devex import schemas
 from devex.errors import Unauthorized
 from devex.security import devex, require_actor
-from devex.tokens import RUNNER_SCOPE, TokenError, repl_key, verify
+from devex.tokens import RUNNER_SCOPE, RUNNER_TOKEN_MAX_AGE, TokenError, repl_key, verify
 
 bp = APIBlueprint("api", __name__, url_prefix="/api", tag="REPLs")
+
+
+class ReplIdConverter(BaseConverter):
+    """A REPL id in ``/api/repl/<id>`` is never ``create``: ``GET /api/repl/create`` is
+    then a 405 whose ``Allow`` names POST only, not a lookup of a REPL called "create"."""
+
+    regex = r"(?!create$)[^/]+"
+
+
+# Before the routes below are added: they need the converter to compile.
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("repl_id",
+                                                                     ReplIdConverter))
 
 COMMON = {401: "Not logged in", 403: "CSRF token missing or wrong"}
 ONE = {**COMMON, 404: "No such REPL (or not yours)"}
@@ -21,9 +34,19 @@ RUNNER_ENDPOINTS = frozenset({"api.heartbeat", "api.idle"})
 
 @bp.before_request
 def _authenticate():
-    # Before body parsing: an anonymous or CSRF-less call learns nothing else.
-    if request.endpoint not in RUNNER_ENDPOINTS:
+    # Before body parsing: an anonymous or CSRF-less call learns nothing else, and no
+    # body is read for a caller without a valid credential (runners included).
+    if request.endpoint in RUNNER_ENDPOINTS:
+        _runner((request.view_args or {}).get("repl_id", ""))
+    else:
         require_actor()
+
+
+def _as_is(body: dict) -> Response:
+    """JSON of a body already in the contract's shape (``Repl.public()``), without the
+    output schema's dump: the hot reads skip that work. The schema still documents the
+    answer, and the tests check that both agree."""
+    return current_app.json.response(body)
 
 
 def _job(outcome):
@@ -54,18 +77,20 @@ def create(data):
 
 
 @bp.get("/repl/")
+@bp.input(schemas.ReplListQuery, location="query", arg_name="query")
 @bp.output(schemas.ReplList)
-@bp.doc(summary="My REPLs, newest first", responses={**COMMON})
-def list_repls():
-    actor = require_actor()
-    return {"repls": [r.public() for r in devex().repls.list(actor)]}
+@bp.doc(summary="My REPLs, newest first, a page at a time", responses={**COMMON})
+def list_repls(query):
+    page = devex().repls.page(require_actor(), query["limit"], query["cursor"])
+    return _as_is({"repls": [r.public() for r in page.repls], "total": page.total,
+                   "next_cursor": page.next_cursor})
 
 
-@bp.get("/repl/<repl_id>")
+@bp.get("/repl/<repl_id:repl_id>")
 @bp.output(schemas.ReplOut)
 @bp.doc(summary="One REPL", responses=ONE)
 def get_repl(repl_id: str):
-    return devex().repls.get(require_actor(), repl_id).public()
+    return _as_is(devex().repls.get(require_actor(), repl_id).public())
 
 
 @bp.post("/repl/<repl_id>/start")
@@ -94,7 +119,7 @@ def stop(repl_id: str):
     return _job(devex().repls.stop(require_actor(), repl_id, force=force))
 
 
-@bp.delete("/repl/<repl_id>")
+@bp.delete("/repl/<repl_id:repl_id>")
 @bp.output(schemas.ReplJob, status_code=202)
 @bp.doc(summary="Delete a REPL and its files", responses={**ONE, 200: "Already deleting"})
 def delete(repl_id: str):
@@ -120,11 +145,13 @@ def ide_session(repl_id: str):
 
 
 def _runner(repl_id: str) -> None:
+    """The caller must hold a fresh runner token for this REPL: runners sign one for every
+    heartbeat and idle call (runner/heartbeat.py), so minutes of age suffice."""
     header = request.headers.get("Authorization", "")
     token = header[7:] if header.startswith("Bearer ") else None
     key = repl_key(devex().settings.secret_key, repl_id)
     try:
-        verify(key, repl_id, RUNNER_SCOPE, token, max_age=7 * 24 * 3600)
+        verify(key, repl_id, RUNNER_SCOPE, token, max_age=RUNNER_TOKEN_MAX_AGE)
     except TokenError:
         raise Unauthorized("A valid runner token for this REPL is required.") from None
 
@@ -134,7 +161,6 @@ def _runner(repl_id: str) -> None:
 @bp.output(schemas.OkOut)
 @bp.doc(summary="Runner: record activity", responses={401: "Bad runner token", 404: "Gone"})
 def heartbeat(repl_id: str, data):
-    _runner(repl_id)
     devex().repls.runner_heartbeat(repl_id, data["active"], data.get("autosave"))
     return {"ok": True}
 
@@ -146,6 +172,5 @@ def heartbeat(repl_id: str, data):
     responses={401: "Bad runner token", 404: "Gone"},
 )
 def idle(repl_id: str):
-    _runner(repl_id)
     devex().repls.runner_idle(repl_id)
     return {"ok": True}

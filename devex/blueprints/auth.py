@@ -10,10 +10,18 @@ from apiflask import APIBlueprint
 from flask import redirect, request, url_for
 
 from devex import schemas
-from devex.errors import NotFound, Unauthorized
+from devex.errors import Forbidden, NotFound, Unauthorized
 from devex.models import User
 from devex.redirects import safe_next
-from devex.security import check_csrf, csrf_token, current_actor, devex, login, logout
+from devex.security import (
+    auth_ext,
+    check_csrf,
+    csrf_token,
+    current_actor,
+    devex,
+    login,
+    logout,
+)
 
 bp = APIBlueprint("auth", __name__, url_prefix="/auth", tag="Authentication")
 
@@ -24,13 +32,17 @@ LOCAL_USER = User(id="local", login="local", name="Local user")
 @bp.output(schemas.MeOut)
 @bp.doc(
     summary="Log in as the single local user (DEVEX_AUTH=local only)",
-    responses={404: "Not in local mode"},
+    responses={404: "Not in local mode", 403: "The local user is suspended"},
 )
 def local_login():
     # The single local user is for the person at this machine: loopback callers only.
     if devex().settings.auth_mode != "local" or not _loopback(request.remote_addr):
         raise NotFound("Local login is disabled.")
     user = devex().components.store.upsert_user(LOCAL_USER)
+    accounts = auth_ext().accounts
+    if user.suspended:
+        raise Forbidden("This account is suspended.", code="account_suspended")
+    accounts.record_login(user.id, user.login)  # binds DEVEX_ADMINS names equal to "local"
     login(user.id)
     if _from_form():
         return redirect(safe_next(request.form.get("next") or request.args.get("next")))

@@ -117,12 +117,29 @@ def login():
     )
 
 
+DASHBOARD_PAGE = 50  # rows per page; "Show more" brings the next ones
+
+
+def _page(actor):
+    """A page of the actor's REPLs from ``?cursor=`` (a stale or odd cursor: the first)."""
+    try:
+        return devex().repls.page(actor, DASHBOARD_PAGE, request.args.get("cursor"))
+    except DevexError:
+        return devex().repls.page(actor, DASHBOARD_PAGE)
+
+
 @bp.get("/")
 def index():
-    actor = current_actor()
-    return render_template(
-        "repls.html", repls=devex().repls.list(actor), form=_blank_form(), errors={}
-    )
+    page = _page(current_actor())
+    return render_template("repls.html", repls=page.repls, page=page, form=_blank_form(),
+                           errors={})
+
+
+@bp.get("/repls/page")
+def more():
+    """The next rows for htmx's "Show more": rows plus the next "Show more"."""
+    page = _page(current_actor())
+    return render_template("_rows_page.html", repls=page.repls, page=page)
 
 
 @bp.post("/repls")
@@ -154,7 +171,9 @@ def _form_error(actor, form: dict, error: DevexError):
         body = render_template("_create_form.html", form=form, errors=errors, oob=False)
         headers = {**error.headers, "HX-Retarget": "#create-form", "HX-Reswap": "outerHTML"}
         return body, error.status, headers
-    page = render_template("repls.html", repls=devex().repls.list(actor), form=form, errors=errors)
+    first = devex().repls.page(actor, DASHBOARD_PAGE)
+    page = render_template("repls.html", repls=first.repls, page=first, form=form,
+                           errors=errors)
     return page, error.status, error.headers
 
 

@@ -1,4 +1,8 @@
-"""Personal API tokens: ``GET/POST /api/tokens``, ``DELETE /api/tokens/<id>``."""
+"""Personal API tokens: ``GET/POST /api/tokens``, ``DELETE /api/tokens/<id>``.
+
+Managing tokens needs a logged-in session (with its CSRF token): a personal token can
+neither mint, list nor revoke tokens, so a leaked one cannot lock its owner out of their
+other tokens, see which exist, or make itself harder to get rid of."""
 
 from __future__ import annotations
 
@@ -7,23 +11,26 @@ from datetime import timedelta
 from apiflask import APIBlueprint
 
 from devex import schemas_auth
-from devex.security import auth_ext, require_actor, require_session_actor
+from devex.security import auth_ext, require_session_actor
 
 bp = APIBlueprint("tokens", __name__, url_prefix="/api", tag="Personal tokens")
 
-COMMON = {401: "Not logged in", 403: "CSRF token missing or wrong"}
+COMMON = {
+    401: "Not logged in",
+    403: "CSRF token missing or wrong, or called with a token instead of a session",
+}
 
 
 @bp.before_request
 def _authenticate():
-    require_actor()
+    require_session_actor()
 
 
 @bp.get("/tokens")
 @bp.output(schemas_auth.TokenList)
 @bp.doc(summary="My personal API tokens (never their plaintext)", responses=COMMON)
 def list_tokens():
-    actor = require_actor()
+    actor = require_session_actor()
     svc = auth_ext().tokens
     now = svc.clock()
     return {"tokens": [t.public(now) for t in svc.list(actor.id)]}
@@ -34,11 +41,7 @@ def list_tokens():
 @bp.output(schemas_auth.TokenCreated, status_code=201)
 @bp.doc(
     summary="Create a personal API token; its plaintext is shown this once",
-    responses={
-        **COMMON,
-        403: "CSRF token missing or wrong, or called with a token instead of a session",
-        429: "Too many tokens",
-    },
+    responses={**COMMON, 429: "Too many tokens"},
 )
 def create_token(data):
     actor = require_session_actor()
@@ -54,6 +57,6 @@ def create_token(data):
 @bp.output({}, status_code=204)
 @bp.doc(summary="Revoke a personal API token", responses={**COMMON, 404: "No such token"})
 def revoke_token(token_id: str):
-    actor = require_actor()
+    actor = require_session_actor()
     auth_ext().tokens.revoke(actor.id, token_id)
     return "", 204

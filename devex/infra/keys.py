@@ -38,6 +38,17 @@ def user_by_login(login: str) -> str:
     return f"userLogin:{login.lower()}"
 
 
+def github_credential(user_id: str) -> str:
+    """String: the user's GitHub credential, sealed (``devex.secretbox``), for re-checks."""
+    return f"userGitHub:{user_id}"
+
+
+# Hashes: a login name (or org login) from the settings -> the GitHub id it first resolved
+# to. Set once, never overwritten: a renamed-and-retaken name does not follow its new owner.
+BOUND_LOGINS = "boundLogins"
+BOUND_ORGS = "boundOrgs"
+
+
 def api_token(token_hash: str) -> str:
     return f"apiToken:{token_hash}"
 
@@ -49,7 +60,7 @@ def user_tokens(user_id: str) -> str:
 
 # Prefixes handed to libraries that build their own keys from them.
 SESSION_PREFIX = "session:"  # flask-session: session:{sid} -> the server-side session
-RATE_LIMIT_PREFIX = "rateLimit"  # flask-limiter (limits adds its own "LIMITS:" part)
+RATE_LIMIT_PREFIX = "rateLimit"  # limits adds its own "LIMITS:" part
 
 
 RUNNING_INDEX = "runningRepls"  # sorted set: repl id -> last activity (epoch), for culling

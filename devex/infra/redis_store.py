@@ -26,6 +26,10 @@ def _decode(value):
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _as_str_dict(raw: dict) -> dict[str, str]:
+    return {_decode(k): _decode(v) for k, v in raw.items()}
+
+
 def _pairs_to_dict(flat: list) -> dict[str, str]:
     items = [_decode(v) for v in flat]
     return dict(zip(items[::2], items[1::2], strict=True))
@@ -43,6 +47,7 @@ class ReplStore:
         self._create = connection.register_script(scripts.CREATE)
         self._transition = connection.register_script(scripts.TRANSITION)
         self._list = connection.register_script(scripts.LIST)
+        self._page = connection.register_script(scripts.PAGE)
         self._delete = connection.register_script(scripts.DELETE)
         self._touch = connection.register_script(scripts.TOUCH)
         self._add_event = connection.register_script(scripts.ADD_EVENT)
@@ -85,9 +90,7 @@ class ReplStore:
 
     def get(self, repl_id: str) -> Repl | None:
         raw = self.redis.hgetall(keys.repl_meta(repl_id))
-        if not raw:
-            return None
-        return Repl.from_hash({_decode(k): _decode(v) for k, v in raw.items()})
+        return Repl.from_hash(_as_str_dict(raw)) if raw else None
 
     def require(self, repl_id: str) -> Repl:
         repl = self.get(repl_id)
@@ -98,6 +101,19 @@ class ReplStore:
     def list_for_user(self, user_id: str) -> list[Repl]:
         rows = self._list(keys=[keys.user_repls(user_id)], args=[META_PREFIX])
         return [Repl.from_hash(_pairs_to_dict(row)) for row in rows if row]
+
+    def page_for_user(self, user_id: str, limit: int, after: tuple[str, str] | None = None
+                      ) -> tuple[list[Repl], int, tuple[str, str] | None]:
+        """One page of a user's REPLs, newest first, in one round trip: the REPLs, how many
+        the user has, and the position after this page (None on the last page). ``after``
+        is such a position from the page before."""
+        score, last_id = after or ("", "")
+        total, rows = self._page(keys=[keys.user_repls(user_id)],
+                                 args=[META_PREFIX, score, last_id, limit])
+        found = [(_decode(row[0]), _decode(row[1]), row[2]) for row in rows]
+        repls = [Repl.from_hash(_pairs_to_dict(raw)) for _, _, raw in found[:limit] if raw]
+        more = len(found) > limit
+        return repls, int(total), (found[limit - 1][1], found[limit - 1][0]) if more else None
 
     def list_all(self) -> list[Repl]:
         rows = self._list(keys=[keys.ALL_REPLS], args=[META_PREFIX])
@@ -259,10 +275,24 @@ class ReplStore:
         return User.from_hash({_decode(k): _decode(v) for k, v in raw.items()})
 
     def get_user(self, user_id: str) -> User | None:
-        raw = self.redis.hgetall(keys.user(user_id))
-        if not raw:
-            return None
-        return User.from_hash({_decode(k): _decode(v) for k, v in raw.items()})
+        return self.get_user_with_repls(user_id, ())[0]
+
+    def get_user_with_repls(
+        self, user_id: str, repl_ids: Iterable[str]
+    ) -> tuple[User | None, dict[str, Repl | None]]:
+        """A user and some REPL records in one round trip (one pipeline)."""
+        repl_ids = list(repl_ids)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.user(user_id))
+        for repl_id in repl_ids:
+            pipe.hgetall(keys.repl_meta(repl_id))
+        raw_user, *raw_repls = pipe.execute()
+        user = User.from_hash(_as_str_dict(raw_user)) if raw_user else None
+        repls = {
+            repl_id: Repl.from_hash(_as_str_dict(raw)) if raw else None
+            for repl_id, raw in zip(repl_ids, raw_repls, strict=True)
+        }
+        return user, repls
 
 
 def running_quota_exceeded(limit: int) -> QuotaExceeded:

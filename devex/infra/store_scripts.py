@@ -91,6 +91,31 @@ for i, id in ipairs(ids) do out[i] = redis.call('HGETALL', ARGV[1] .. id) end
 return out
 """
 
+# One page of a sorted index, newest first, after a cursor (the last page's last score and
+# id; ties in score go by id, as ZREVRANGEBYSCORE orders them), plus the index's size.
+# KEYS: index.  ARGV: meta prefix, cursor score ('' for the first page), cursor id, limit.
+# Returns {total, {id, score, HGETALL}...} with up to limit + 1 rows (one more: is there more?).
+PAGE = """
+local limit = tonumber(ARGV[4])
+local ids = {}
+if ARGV[2] == '' then
+  ids = redis.call('ZREVRANGE', KEYS[1], 0, limit)
+else
+  for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[2])) do
+    if id < ARGV[3] then table.insert(ids, id) end
+  end
+  local rest = redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '-inf',
+                         'LIMIT', 0, limit + 1)
+  for _, id in ipairs(rest) do table.insert(ids, id) end
+end
+local rows = {}
+for i = 1, math.min(#ids, limit + 1) do
+  local id = ids[i]
+  rows[i] = {id, redis.call('ZSCORE', KEYS[1], id), redis.call('HGETALL', ARGV[1] .. id)}
+end
+return {redis.call('ZCARD', KEYS[1]), rows}
+"""
+
 # KEYS: meta, userRepls, names, allRepls, runningIndex, session, events.  ARGV: id.
 DELETE = """
 local owner = redis.call('HGET', KEYS[1], 'owner_id')

@@ -5,15 +5,19 @@ Plain Python (no Flask): views and the dashboard call this, jobs do the slow wor
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from devex import tokens
 from devex.errors import InvalidInput, NotFound, TransitionRefused
 from devex.models import Desired, Event, Repl, Status, utcnow
+from devex.redact import redact
 from devex.wiring import Components
 
 NAME_RE = re.compile(r"^[A-Za-z0-9 _.\-]{1,64}$")
@@ -27,6 +31,9 @@ class Actor:
     id: str
     login: str
     is_admin: bool = False
+    # REPL records read in the same round trip as the user (a GET of one REPL), by id;
+    # None: no such REPL. Good for this request only.
+    seen: Mapping[str, Repl | None] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,12 @@ class ReplService:
     def get(self, actor: Actor, repl_id: str, *, as_admin: bool = True) -> Repl:
         """The REPL if ``actor`` may see it. Admins may read and stop anyone's REPL, but
         not start, delete or enter it (``as_admin=False`` for those)."""
-        repl = self.store.get(repl_id) if _plausible_id(repl_id) else None
+        if not plausible_id(repl_id):
+            repl = None
+        elif repl_id in actor.seen:
+            repl = actor.seen[repl_id]
+        else:
+            repl = self.store.get(repl_id)
         admin_ok = as_admin and actor.is_admin
         if repl is None or (repl.owner_id != actor.id and not admin_ok):
             raise NotFound("No such REPL.")  # another user's REPL looks exactly like none
@@ -77,6 +89,15 @@ class ReplService:
 
     def list(self, actor: Actor) -> list[Repl]:
         return self.store.list_for_user(actor.id)
+
+    def page(self, actor: Actor, limit: object = None, cursor: object = None) -> ReplPage:
+        """A page of the actor's REPLs, newest first; ``cursor`` is ``next_cursor`` of the
+        page before."""
+        size = PAGE_DEFAULT if limit in (None, "") else _whole(limit, "limit")
+        if not 1 <= size <= PAGE_MAX:
+            raise InvalidInput(f"limit must be from 1 to {PAGE_MAX}.", code="invalid_limit")
+        repls, total, after = self.store.page_for_user(actor.id, size, _read_cursor(cursor))
+        return ReplPage(repls, total, _make_cursor(after) if after else None)
 
     def list_all(self, actor: Actor, status: Status | None = None) -> list[Repl]:
         """Every user's REPLs, newest first: administrators only."""
@@ -87,7 +108,8 @@ class ReplService:
 
     def events(self, actor: Actor, repl_id: str) -> list[Event]:
         self.get(actor, repl_id)
-        return self.store.events(repl_id)
+        # Credentials never reach people, even in events written before redaction existed.
+        return [replace(e, message=redact(e.message)) for e in self.store.events(repl_id)]
 
     # -- changing --------------------------------------------------------------------
     def create(self, actor: Actor, name: object, template: object, start: bool = True) -> Outcome:
@@ -257,7 +279,7 @@ class ReplService:
         if state == previous:
             return
         if state == "error":
-            reason = (autosave.get("error") or "unknown error")[:300]
+            reason = redact(autosave.get("error") or "unknown error")[:300]
             self.store.add_event(repl_id, "autosave", f"Autosave failed: {reason}")
         elif previous == "error":
             self.store.add_event(repl_id, "autosave", "Autosave works again: files saved.")
@@ -295,5 +317,41 @@ def _parse_time(value: str) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-def _plausible_id(repl_id: str) -> bool:
+PAGE_DEFAULT = 100
+PAGE_MAX = 200
+
+
+@dataclass(frozen=True)
+class ReplPage:
+    repls: list[Repl]
+    total: int
+    next_cursor: str | None
+
+
+def _whole(value: object, name: str) -> int:
+    try:
+        return int(str(value), 10)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number.", code=f"invalid_{name}") from None
+
+
+def _make_cursor(after: tuple[str, str]) -> str:
+    return base64.urlsafe_b64encode(f"{after[0]} {after[1]}".encode()).decode().rstrip("=")
+
+
+def _read_cursor(cursor: object) -> tuple[str, str] | None:
+    if cursor in (None, ""):
+        return None
+    try:
+        text = base64.urlsafe_b64decode(str(cursor) + "=" * (-len(str(cursor)) % 4)).decode()
+        score, repl_id = text.split(" ")
+        float(score)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InvalidInput("cursor is not one this API gave out.", code="invalid_cursor") from None
+    if not plausible_id(repl_id):
+        raise InvalidInput("cursor is not one this API gave out.", code="invalid_cursor")
+    return score, repl_id
+
+
+def plausible_id(repl_id: str) -> bool:
     return bool(re.fullmatch(r"[a-z0-9]{1,32}", repl_id or ""))

@@ -8,6 +8,7 @@ unguessable, so no constant-time comparison of secrets is needed.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ _FMT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def hash_token(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+LAST_USED_EVERY = 60  # seconds between writes of a token's last_used_at
 
 
 def _iso(moment: datetime) -> str:
@@ -76,15 +80,26 @@ class NewToken:
     plaintext: str  # shown to the user once, never stored
 
 
+# A token's name: 1-64 characters once trimmed, none of them a control character or an
+# invisible formatting one (zero-width, bidi overrides, BOM). One regex, also published as
+# the OpenAPI ``pattern`` of the name, so both say the same. (Half a surrogate pair is no
+# character at all: refused apart, as regex engines cannot name it.)
+_NAME_CHAR = (r"\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+              r"\ufeff\ufff9-\ufffb")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+NAME_PATTERN = (rf"^\s*[^\s{_NAME_CHAR}](?:[^{_NAME_CHAR}]{{0,{NAME_MAX - 2}}}"
+                rf"[^\s{_NAME_CHAR}])?\s*$")
+
+
 def validate_token_name(raw: object) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidInput("The token needs a name.", code="invalid_name")
-    name = raw.strip()
-    if len(name) > NAME_MAX or not name.isprintable():
+    if re.search(NAME_PATTERN, raw) is None or _SURROGATE.search(raw):
         raise InvalidInput(
             f"The token name must be at most {NAME_MAX} printable characters.",
             code="invalid_name",
         )
+    name = raw.strip()
     return name
 
 
@@ -147,5 +162,9 @@ class ApiTokenService:
         now = self.clock()
         if token.expired(now):
             return None
-        self.store.touch(token_hash, _iso(now))
+        # Recorded at most once a minute: a read costs no write. (Revocation is not
+        # throttled: a revoked token's record is gone, so the lookup above refuses it.)
+        last = _parse(token.last_used_at)
+        if last is None or (now - last).total_seconds() >= LAST_USED_EVERY:
+            self.store.touch(token_hash, _iso(now))
         return token

@@ -24,7 +24,7 @@ def make_app(data_dir, **settings):
         "DEVEX_DATA_DIR": data_dir,
         "DEVEX_SECRET_KEY": "test-secret",
         "DEVEX_EMBEDDED_WORKER": "false",
-        "DEVEX_ADMINS": ADMIN[1],
+        "DEVEX_ADMINS": f"id:{ADMIN[0]}",  # by GitHub id: these users never log in
     }
     config.update(settings)
     return create_app(config)

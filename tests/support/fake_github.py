@@ -3,8 +3,9 @@
 Web side: ``/login/oauth/authorize`` (redirects straight back with ``code`` and ``state``,
 or with ``error=access_denied`` when ``deny`` is set) and ``/login/oauth/access_token``.
 API side under ``/api/v3`` (as GitHub Enterprise Server): ``/user`` and ``/user/orgs``.
-Tests change ``user``, ``orgs``, ``deny``, ``token_error``, ``revoked`` and ``broken`` as they
-go; ``broken`` makes a path answer something that is not GitHub's (a proxy's 502 page, say).
+Tests change ``user``, ``orgs`` (and ``org_ids``), ``deny``, ``token_error``, ``revoked`` and
+``broken`` as they go; ``broken`` makes a path answer something that is not GitHub's (a
+proxy's 502 page, say).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -37,12 +39,14 @@ class FakeGitHub:
         }
     )
     orgs: dict[str, list[str]] = field(default_factory=dict)  # login -> org logins
+    org_ids: dict[str, int] = field(default_factory=dict)  # org login -> id (made up if unset)
     deny: bool = False  # the user clicks "Cancel" on GitHub
     token_error: str | None = None  # the token endpoint answers this OAuth error
     revoked: set[str] = field(default_factory=set)
     codes: dict[str, dict] = field(default_factory=dict)
     tokens: dict[str, dict] = field(default_factory=dict)  # access token -> user
     authorize_requests: list[dict] = field(default_factory=list)
+    api_calls: list[str] = field(default_factory=list)  # paths of API calls, in order
     # path -> (status, body, content type): answered instead of GitHub's own answer.
     broken: dict[str, tuple[int, str, str]] = field(default_factory=dict)
 
@@ -66,6 +70,10 @@ class FakeGitHub:
     def revoke_all(self) -> None:
         self.revoked.update(self.tokens)
 
+    def org_id(self, login: str) -> int:
+        """An organisation's numeric id: as set in ``org_ids``, else a stable made-up one."""
+        return self.org_ids.setdefault(login.lower(), 9000 + len(self.org_ids))
+
     # -- WSGI ------------------------------------------------------------------------------
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -81,7 +89,9 @@ class FakeGitHub:
             response = self._api(request, lambda user: user)
         elif path == API_PREFIX + "/user/orgs":
             response = self._api(
-                request, lambda user: [{"login": o} for o in self.orgs.get(user["login"], [])]
+                request,
+                lambda user: [{"login": o, "id": self.org_id(o)}
+                              for o in self.orgs.get(user["login"], [])],
             )
         else:
             response = _json({"message": "Not Found"}, 404)
@@ -130,6 +140,7 @@ class FakeGitHub:
         return _json({"access_token": token, "token_type": "bearer", "scope": scopes}, 200)
 
     def _api(self, request: Request, answer) -> Response:
+        self.api_calls.append(request.path)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         user = self.tokens.get(token) if scheme.lower() in ("bearer", "token") else None
         if user is None or token in self.revoked:
@@ -156,3 +167,11 @@ def serve_fake_github() -> Iterator[FakeGitHub]:
         server.shutdown()
         thread.join(10)
         server.server_close()
+
+
+@pytest.fixture
+def fake_github(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGitHub]:
+    """A fresh fake GitHub for one test (a pytest plugin: see tests/conftest.py)."""
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake speaks plain HTTP
+    with serve_fake_github() as fake:
+        yield fake

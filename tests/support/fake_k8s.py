@@ -3,24 +3,33 @@
 It speaks the REST protocol the official ``kubernetes`` client uses for the kinds Devex
 touches: create / get / list (label and field selectors, limit) / patch (JSON merge and
 strategic merge) / delete for Deployments (apps/v1), Services, Secrets, Pods (v1), Ingresses
-and NetworkPolicies (networking.k8s.io/v1); 404 and 409 as real ``Status`` objects; watches
-on pods (``?watch=true``, chunked JSON lines, ``timeoutSeconds``); and the
-``pods/{name}/ephemeralcontainers`` subresource.
+and NetworkPolicies (networking.k8s.io/v1); list/watch of core/v1 Events; 404 and 409 as
+real ``Status`` objects; watches (``?watch=true``, chunked JSON lines, ``timeoutSeconds``);
+and the ``pods/{name}/ephemeralcontainers`` subresource. Field selectors are checked like
+the API server does: only the fields each resource supports (400 otherwise).
 
 It plays the controllers too: creating a Deployment creates its Pod (labels and spec from the
 template) and "kubelet" sets the pod's status at once according to ``pod_mode``
-(``set_pod_mode`` changes a running pod's); changing a Deployment's template replaces its pod;
-deleting a Deployment deletes its pods. An injected ephemeral container terminates at once
-with ``sync_exit_code`` (None: it keeps running) -- unless it sets ``targetContainerName`` and
-that container is not running: containerd refuses to create it ("invalid target container"),
-so it stays waiting with ``CreateContainerError`` and never runs.
+(``set_pod_mode`` changes a running pod's), with the Kubernetes Events a scheduler and
+kubelet would record (Scheduled, Pulling, Pulled, Created, Started, BackOff,
+FailedScheduling, ...); changing a Deployment's template replaces its pod; deleting a
+Deployment deletes its pods. ``evict_pod`` is the kubelet's node-pressure eviction: the pod
+stays, ``Failed``/``Evicted``, and its Deployment gets a replacement. An injected ephemeral
+container terminates at once with ``sync_exit_code`` (None: it keeps running until
+``finish_ephemeral``) -- unless it sets ``targetContainerName`` and that container is not
+running: containerd refuses to create it ("invalid target container"), so it stays waiting
+with ``CreateContainerError`` and never runs; in a finished pod nothing runs at all. A
+container's termination message is kept only with ``terminationMessagePolicy:
+FallbackToLogsOnError`` (nothing writes /dev/termination-log here).
 
 With ``kubelet=ProcessKubelet(...)`` (``tests/support/process_kubelet.py``) pods really run
 instead: init containers, native sidecars, containers and ephemeral containers become local
 processes, pod deletion is graceful (``deletionTimestamp``, SIGTERM, then the pod goes).
 
 Watches honour ``resourceVersion`` (only the changes after it; without it, ADDED for what
-exists first). Every request is logged in ``requests`` so tests can count API calls.
+exists first). Every request is logged in ``requests`` so tests can count API calls. With
+``rbac`` (the rules of a Role, e.g. from ``deploy/rbac.yaml``) every request is authorized
+first and refused 403 like the API server does when the Role does not grant it.
 
 Failure knobs: ``fail[(method, resource)] = status`` answers that status (a real ``Status``
 body; method "WATCH" targets only watches, "GET" both reads and watches), for
@@ -43,7 +52,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -57,14 +66,32 @@ RESOURCES = {
     "pods": ("/api/v1", "Pod", "v1"),
     "ingresses": ("/apis/networking.k8s.io/v1", "Ingress", "networking.k8s.io/v1"),
     "networkpolicies": ("/apis/networking.k8s.io/v1", "NetworkPolicy", "networking.k8s.io/v1"),
+    "events": ("/api/v1", "Event", "v1"),
 }
+_GROUPS = {"/api/v1": "", "/apis/apps/v1": "apps",
+           "/apis/networking.k8s.io/v1": "networking.k8s.io"}
+# The field selectors the API server supports for each resource (anything else: 400).
+FIELDS = {
+    "pods": {"metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy",
+             "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork",
+             "status.phase", "status.podIP", "status.podIPs", "status.nominatedNodeName"},
+    "events": {"metadata.name", "metadata.namespace", "involvedObject.kind",
+               "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+               "involvedObject.apiVersion", "involvedObject.resourceVersion",
+               "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"},
+    "secrets": {"metadata.name", "metadata.namespace", "type"},
+}
+NODE = "node-1"
 _PATH = re.compile(
     r"^(?P<prefix>/api/v1|/apis/apps/v1|/apis/networking\.k8s\.io/v1)"
     r"/namespaces/(?P<ns>[^/]+)/(?P<res>[a-z]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>[a-z]+))?$"
 )
 
+# What the fake kubelet reports. "pulling": the runner's image is being pulled (a slow, cold
+# pull: Pending until ``set_pod_mode(..., "ready")``); "sync-down-fails": the init container
+# that loads the files keeps failing with ``sync_down_message`` as its log's last line.
 POD_MODES = ("ready", "never-ready", "image-pull", "unschedulable", "crashloop",
-             "invalid-image")
+             "invalid-image", "pulling", "sync-down-fails")
 
 
 @dataclass(frozen=True)
@@ -156,33 +183,60 @@ def _match_labels(labels: dict, selector: str) -> bool:
     return True
 
 
+def _field(obj: dict, path: str) -> str:
+    value = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
 def _match_fields(obj: dict, selector: str) -> bool:
     for term in filter(None, (t.strip() for t in selector.split(","))):
-        k, _, v = term.partition("=")
-        if k == "metadata.name" and obj["metadata"]["name"] != v:
-            return False
-        if k == "metadata.namespace" and obj["metadata"].get("namespace") != v:
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if _field(obj, k.strip()) == v.strip():
+                return False
+            continue
+        k, _, v = term.partition("==") if "==" in term else term.partition("=")
+        if _field(obj, k.strip()) != v.strip():
             return False
     return True
 
 
+def _bad_field(resource: str, selector: str) -> str:
+    """The first field the API server would refuse in ``selector`` for ``resource``."""
+    allowed = FIELDS.get(resource, {"metadata.name", "metadata.namespace"})
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        key = re.split(r"!=|==|=", term, maxsplit=1)[0].strip()
+        if key not in allowed:
+            return key
+    return ""
+
+
 class FakeKube:
     """The fake API server. Knobs: ``pod_mode``, ``sync_exit_code``, ``sync_message``,
-    ``watch_cap`` (longest a watch stays open, seconds); ``kubelet`` runs pods for real."""
+    ``sync_down_message``, ``watch_cap`` (longest a watch stays open, seconds), ``rbac``;
+    ``kubelet`` runs pods for real."""
 
-    def __init__(self, kubelet=None):
+    def __init__(self, kubelet=None, rbac: list[dict] | None = None,
+                 user: str = "system:serviceaccount:devex:devex-worker"):
         self.kubelet = kubelet
+        self.rbac = rbac  # a Role's rules; None: every request is allowed
+        self.user = user
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.requests: list[Request] = []
         self.pod_mode = "ready"
         self.sync_exit_code: int | None = 0
         self.sync_message = ""
+        self.sync_down_message = ("runner: sync-down failed: S3 list 'alice/' failed: "
+                                  "AccessDenied Access Denied")
         self.watch_cap = 30.0
         self.fail: dict[tuple[str, str], int] = {}  # (method, resource) -> status to answer
         self.fail_times: dict[tuple[str, str], int] = {}  # how many more times; absent: all
         self.hang: set[tuple[str, str]] = set()  # (method, resource) left unanswered
         self._released = threading.Event()
         self._rv = itertools.count(1)
+        self._last_ns = 0  # the last Event's time (names must stay in order)
         self._events: list[tuple[int, str, str, dict]] = []  # (rv, type, resource, obj)
         self._cond = threading.Condition()
         self._closing = False
@@ -258,12 +312,87 @@ class FakeKube:
             ephemeral = pod["status"].get("ephemeralContainerStatuses")
             saved, self.pod_mode = self.pod_mode, mode
             try:
-                self._kubelet(pod)
+                self._kubelet(pod, fresh=False)
             finally:
                 self.pod_mode = saved
             if ephemeral:
                 pod["status"]["ephemeralContainerStatuses"] = ephemeral
             self._emit("MODIFIED", "pods", pod)
+
+    def evict_pod(self, namespace: str, name: str, message: str = "The node was low on "
+                  "resource: memory. Threshold quantity: 100Mi, available: 64Mi. ",
+                  grace: float | None = None, replace: bool = True) -> None:
+        """The kubelet's node-pressure eviction: the containers are stopped (SIGTERM, then
+        the grace period; the process kubelet really stops them), the pod stays in the API
+        as ``Failed``/``Evicted``, and its Deployment's ReplicaSet makes a replacement
+        (``replace=False``: the moment before it does)."""
+        with self._cond:
+            pod = self.objects[("pods", namespace, name)]
+            self._event(namespace, pod, "Warning", "Evicted", message)
+            if self.kubelet is not None and self.kubelet.runs(name):
+                if grace is None:
+                    grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
+                self.kubelet.pod_evicted(namespace, name, grace, message)
+                return
+            self._evicted(namespace, name, message, replace)
+
+    def _evicted(self, namespace: str, name: str, message: str, replace: bool = True) -> None:
+        """The evicted pod's containers are gone (lock held)."""
+        pod = self.objects.get(("pods", namespace, name))
+        if pod is None:
+            return
+        st = pod["status"]
+
+        def dead(cs: dict) -> dict:
+            state = cs.get("state") or {}
+            if "running" in state or "waiting" in state:
+                cs = {**cs, "ready": False, "state": {"terminated": {
+                    "exitCode": 137, "reason": "ContainerStatusUnknown",
+                    "message": "The container could not be located when the pod was "
+                               "terminated"}}}
+            return cs
+
+        for field in ("initContainerStatuses", "containerStatuses"):
+            if st.get(field):
+                st[field] = [dead(cs) for cs in st[field]]
+        st.update(phase="Failed", reason="Evicted", message=message)
+        self._set_conditions(pod, {"Ready": "False", "ContainersReady": "False",
+                                   "DisruptionTarget": "True"})
+        self._emit("MODIFIED", "pods", pod)
+        owner = next((o["name"] for o in pod["metadata"].get("ownerReferences") or []
+                      if o.get("kind") == "Deployment"), None)
+        deployment = self.objects.get(("deployments", namespace, owner or ""))
+        if deployment is not None and replace:  # the ReplicaSet counts live pods: one more
+            self._new_pod(namespace, deployment)
+
+    def finish_ephemeral(self, namespace: str, pod_name: str, container: str, code: int,
+                         message: str = "") -> None:
+        """An ephemeral container left running (``sync_exit_code = None``) ends now."""
+        with self._cond:
+            pod = self.objects[("pods", namespace, pod_name)]
+            spec = next(c for c in pod["spec"]["ephemeralContainers"] if c["name"] == container)
+            for entry in pod["status"].get("ephemeralContainerStatuses") or []:
+                if entry["name"] == container:
+                    entry["state"] = {"terminated": {
+                        "exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                        **_kept_message(spec, code, message)}}
+            self._emit("MODIFIED", "pods", pod)
+
+    def backdate_ready(self, namespace: str, name: str, seconds: float) -> None:
+        """As if the pod's Ready condition had last changed ``seconds`` ago."""
+        with self._cond:
+            pod = self.objects[("pods", namespace, name)]
+            when = datetime.now(UTC) - timedelta(seconds=seconds)
+            for cond in pod["status"].get("conditions") or []:
+                if cond["type"] == "Ready":
+                    cond["lastTransitionTime"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._emit("MODIFIED", "pods", pod)
+
+    def events_of(self, namespace: str, pod: str) -> list[dict]:
+        with self._cond:
+            return [copy.deepcopy(o) for (r, ns, _), o in sorted(self.objects.items())
+                    if r == "events" and ns == namespace
+                    and o["involvedObject"]["name"] == pod]
 
     def count(self, verb: str | None = None) -> int:
         return sum(1 for r in self.requests if verb is None or r.verb == verb)
@@ -321,7 +450,9 @@ class FakeKube:
         if key not in self.objects:
             raise _Error(_status(404, "NotFound", f'{resource} "{name}" not found',
                                  resource, name))
-        if resource == "pods" and self.kubelet is not None and self.kubelet.runs(name):
+        finished = self.objects[key].get("status", {}).get("phase") in ("Failed", "Succeeded")
+        if resource == "pods" and self.kubelet is not None and self.kubelet.runs(name) \
+                and not finished:  # a finished pod has nothing left to stop: gone at once
             # Graceful: marked now, gone once the kubelet has stopped its processes.
             pod = self.objects[key]
             if not pod["metadata"].get("deletionTimestamp"):
@@ -373,51 +504,176 @@ class FakeKube:
         if self.kubelet is not None:
             self.kubelet.pod_created(namespace, pod)  # statuses follow as processes run
             return
-        self._kubelet(pod)
+        self._kubelet(pod, fresh=True)
         self._emit("MODIFIED", "pods", pod)
 
-    def _kubelet(self, pod: dict) -> None:
-        spec, mode = pod["spec"], self.pod_mode
-        init = [{"name": c["name"], "image": c["image"], "ready": False, "restartCount": 0,
-                 "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
-                for c in spec.get("initContainers", [])]
+    # -- what a scheduler and a kubelet report (lock held) ----------------------------------
+    def _event(self, namespace: str, pod: dict, type_: str, reason: str, message: str,
+               container: str = "", source: str = "kubelet") -> None:
+        """Record a core/v1 Event about ``pod``; a repeat raises ``count`` (MODIFIED), as the
+        kubelet's event aggregation does."""
+        name = pod["metadata"]["name"]
+        self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        for (r, ns, _), ev in self.objects.items():
+            if r == "events" and ns == namespace and ev["involvedObject"]["name"] == name \
+                    and ev["reason"] == reason and ev["message"] == message:
+                ev["count"] += 1
+                ev["lastTimestamp"] = _now()
+                self._emit("MODIFIED", "events", ev)
+                return
+        involved = {"kind": "Pod", "namespace": namespace, "name": name, "apiVersion": "v1",
+                    "uid": pod["metadata"].get("uid", "")}
+        if container:
+            involved["fieldPath"] = f"spec.containers{{{container}}}"
+        self._create("events", namespace, {
+            # as the kubelet names them: the time in ns, so a list comes in time order
+            "metadata": {"name": f"{name}.{self._last_ns:x}"},
+            "involvedObject": involved, "type": type_, "reason": reason, "message": message,
+            "source": {"component": source, **({"host": NODE} if source == "kubelet" else {})},
+            "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1,
+            "reportingComponent": source, "reportingInstance": NODE if source == "kubelet"
+            else ""})
+
+    def _set_conditions(self, pod: dict, wanted: dict[str, str]) -> None:
+        """Set condition statuses; ``lastTransitionTime`` moves only when one changes."""
+        conditions = {c["type"]: c for c in pod["status"].get("conditions") or []}
+        for type_, value in wanted.items():
+            cond = conditions.get(type_)
+            if cond is None or cond["status"] != value:
+                conditions[type_] = {"type": type_, "status": value,
+                                     "lastTransitionTime": _now()}
+        pod["status"]["conditions"] = list(conditions.values())
+
+    def _started(self, ns: str, pod: dict, c: dict, pulled: str = "") -> None:
+        image = c["image"]
+        self._event(ns, pod, "Normal", "Pulled", pulled or
+                    f'Container image "{image}" already present on machine', c["name"])
+        self._event(ns, pod, "Normal", "Created", f"Created container: {c['name']}", c["name"])
+        self._event(ns, pod, "Normal", "Started", f"Started container {c['name']}", c["name"])
+
+    def _kubelet(self, pod: dict, fresh: bool) -> None:
+        """The pod's status for ``pod_mode``, and the Events that go with it (``fresh``: the
+        pod was just made, so it is scheduled and its init containers run first)."""
+        spec, mode, ns = pod["spec"], self.pod_mode, pod["metadata"]["namespace"]
+        name = pod["metadata"]["name"]
+        was_pulling = any((cs.get("state") or {}).get("waiting", {}).get("reason") ==
+                          "ContainerCreating"
+                          for cs in pod["status"].get("containerStatuses") or [])
+        sync_down_fails = mode == "sync-down-fails"
+        init = []
+        for c in spec.get("initContainers", []):
+            entry = {"name": c["name"], "image": c["image"], "ready": False, "restartCount": 0,
+                     "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+            if c.get("restartPolicy") == "Always":  # a native sidecar keeps running
+                entry.update(ready=True, started=True,
+                             state={"running": {"startedAt": _now()}})
+            if sync_down_fails and c["name"] == "sync-down":
+                entry.update(restartCount=3, state={"waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off 40s restarting failed container={c['name']}"}},
+                    lastState={"terminated": {
+                        "exitCode": 1, "reason": "Error",
+                        **_kept_message(c, 1, self.sync_down_message)}})
+            init.append(entry)
+            if sync_down_fails and c["name"] == "sync-down":
+                init += [{"name": o["name"], "image": o["image"], "ready": False,
+                          "restartCount": 0, "state": {"waiting": {
+                              "reason": "PodInitializing"}}}
+                         for o in spec["initContainers"][len(init):]]
+                break
 
         def containers(state, ready, restarts=0):
             return [{"name": c["name"], "image": c["image"], "ready": ready,
                      "restartCount": restarts, "state": copy.deepcopy(state)}
                     for c in spec.get("containers", [])]
 
-        cond = lambda t, s, **kw: {"type": t, "status": s, **kw}  # noqa: E731
+        if fresh and mode == "unschedulable":
+            self._event(ns, pod, "Warning", "FailedScheduling",
+                        "0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 "
+                        "nodes are available: 3 No preemption victims found for incoming pod.",
+                        source="default-scheduler")
+        elif fresh:
+            self._event(ns, pod, "Normal", "Scheduled",
+                        f"Successfully assigned {ns}/{name} to {NODE}",
+                        source="default-scheduler")
+            for c in spec.get("initContainers", []):
+                self._started(ns, pod, c)
+                if sync_down_fails and c["name"] == "sync-down":
+                    self._event(ns, pod, "Warning", "BackOff",
+                                f"Back-off restarting failed container {c['name']} in pod "
+                                f"{name}_{ns}({pod['metadata']['uid']})", c["name"])
+                    break
         if mode == "unschedulable":
-            pod["status"] = {"phase": "Pending", "conditions": [cond(
-                "PodScheduled", "False", reason="Unschedulable",
-                message="0/3 nodes are available: 3 Insufficient memory.")]}
+            pod["status"] = {"phase": "Pending",
+                             "conditions": pod["status"].get("conditions") or []}
+            self._set_conditions(pod, {"PodScheduled": "False"})
+            for cond in pod["status"]["conditions"]:
+                if cond["type"] == "PodScheduled":
+                    cond.update(reason="Unschedulable",
+                                message="0/3 nodes are available: 3 Insufficient memory.")
             return
-        if mode == "invalid-image":
+        runners = spec.get("containers", [])
+        if sync_down_fails:
+            status = {"phase": "Pending", "initContainerStatuses": init,
+                      "containerStatuses": containers(
+                          {"waiting": {"reason": "PodInitializing"}}, False)}
+            ready, initialized = "False", "False"
+        elif mode == "invalid-image":
             status = {"phase": "Pending", "initContainerStatuses": init,
                       "containerStatuses": containers(
                           {"waiting": {"reason": "InvalidImageName",
                                        "message": "couldn't parse image reference"}}, False)}
-            ready = "False"
+            for c in runners:
+                self._event(ns, pod, "Warning", "InspectFailed", f'Failed to apply default '
+                            f'image tag "{c["image"]}": couldn\'t parse image reference',
+                            c["name"])
+            ready, initialized = "False", "True"
         elif mode == "image-pull":
             status = {"phase": "Pending", "initContainerStatuses": init,
                       "containerStatuses": containers(
                           {"waiting": {"reason": "ImagePullBackOff",
                                        "message": "Back-off pulling image"}}, False)}
-            ready = "False"
+            for c in runners:
+                self._event(ns, pod, "Normal", "Pulling", f'Pulling image "{c["image"]}"',
+                            c["name"])
+                self._event(ns, pod, "Warning", "Failed", f'Failed to pull image '
+                            f'"{c["image"]}": not found', c["name"])
+                self._event(ns, pod, "Warning", "BackOff",
+                            f'Back-off pulling image "{c["image"]}"', c["name"])
+            ready, initialized = "False", "True"
+        elif mode == "pulling":
+            status = {"phase": "Pending", "initContainerStatuses": init,
+                      "containerStatuses": containers(
+                          {"waiting": {"reason": "ContainerCreating"}}, False)}
+            for c in runners:
+                self._event(ns, pod, "Normal", "Pulling", f'Pulling image "{c["image"]}"',
+                            c["name"])
+            ready, initialized = "False", "True"
         elif mode == "crashloop":
             status = {"phase": "Running", "initContainerStatuses": init,
                       "containerStatuses": containers(
                           {"waiting": {"reason": "CrashLoopBackOff"}}, False, 4)}
-            ready = "False"
+            for c in runners:
+                self._event(ns, pod, "Warning", "BackOff", f"Back-off restarting failed "
+                            f"container {c['name']} in pod {name}_{ns}", c["name"])
+            ready, initialized = "False", "True"
         else:
             ok = mode == "ready"
             status = {"phase": "Running", "initContainerStatuses": init,
                       "containerStatuses": containers({"running": {"startedAt": _now()}}, ok)}
-            ready = "True" if ok else "False"
-        status["conditions"] = [cond("PodScheduled", "True"), cond("Initialized", "True"),
-                                cond("ContainersReady", ready), cond("Ready", ready)]
-        pod["status"] = status
+            for c in runners:
+                if fresh or was_pulling:
+                    self._started(ns, pod, c, f'Successfully pulled image "{c["image"]}" in '
+                                  "2m4.5s (2m4.5s including waiting)" if was_pulling else "")
+                if not ok:
+                    self._event(ns, pod, "Warning", "Unhealthy", "Readiness probe failed: "
+                                'Get "http://10.244.0.7:8080/healthz": dial tcp '
+                                "10.244.0.7:8080: connect: connection refused", c["name"])
+            ready, initialized = ("True" if ok else "False"), "True"
+        kept = pod["status"].get("conditions")
+        pod["status"] = {**status, "conditions": kept or []}
+        self._set_conditions(pod, {"PodScheduled": "True", "Initialized": initialized,
+                                   "ContainersReady": ready, "Ready": ready})
 
     def _ephemeral(self, namespace: str, name: str, body: dict, content_type: str) -> dict:
         key = ("pods", namespace, name)
@@ -442,6 +698,10 @@ class FakeKube:
                         f'[{i}].volumeMounts[{j}].name: Not found: "{mount.get("name")}"',
                         "Pod", name))
         pod["spec"]["ephemeralContainers"] = after
+        if pod["status"].get("phase") in ("Failed", "Succeeded"):
+            # The API takes it, but no kubelet starts anything in a finished pod.
+            self._emit("MODIFIED", "pods", pod)
+            return pod
         statuses = pod["status"].setdefault("ephemeralContainerStatuses", [])
         for c in after:
             if c["name"] in before:
@@ -463,7 +723,7 @@ class FakeKube:
                 code = self.sync_exit_code
                 entry["state"] = {"terminated": {
                     "exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                    **({"message": self.sync_message} if self.sync_message else {})}}
+                    **_kept_message(c, code, self.sync_message)}}
                 self._emit("MODIFIED", "pods", pod)
         return pod
 
@@ -477,6 +737,14 @@ class FakeKube:
         res, ns, name, sub = m.group("res"), m.group("ns"), m.group("name"), m.group("sub")
         q = {k: v[0] for k, v in query.items()}
         watching = method == "GET" and name is None and q.get("watch", "").lower() == "true"
+        refused = self._authorize(method, m.group("prefix"), res, ns, name, sub, watching)
+        if refused:
+            return 403, refused
+        if method == "GET" and name is None:
+            bad = _bad_field(res, q.get("fieldSelector", ""))
+            if bad:
+                return 400, _status(400, "BadRequest",
+                                    f'field label not supported: {bad}', RESOURCES[res][1])
         keys = [("WATCH", res)] if watching else []
         keys.append((method, res))
         if any(k in self.hang for k in keys):
@@ -541,6 +809,28 @@ class FakeKube:
             except _Error as err:
                 return err.status["code"], err.status
 
+    def _authorize(self, method: str, prefix: str, res: str, ns: str, name: str | None,
+                   sub: str | None, watching: bool) -> dict | None:
+        """None when ``rbac`` allows the request, else the API server's 403 ``Status``."""
+        if self.rbac is None:
+            return None
+        if method == "GET":
+            verb = "watch" if watching else ("get" if name else "list")
+        else:
+            verb = {"POST": "create", "PATCH": "patch", "DELETE": "delete",
+                    "PUT": "update"}[method]
+        group, resource = _GROUPS[prefix], f"{res}/{sub}" if sub else res
+        for rule in self.rbac:
+            if group in rule.get("apiGroups", []) and resource in rule.get("resources", []) \
+                    and (verb in rule.get("verbs", []) or "*" in rule.get("verbs", [])):
+                names_ = rule.get("resourceNames")
+                if not names_ or name in names_:
+                    return None
+        what = f'{res} "{name}"' if name else res
+        return _status(403, "Forbidden", f'{what} is forbidden: User "{self.user}" cannot '
+                       f'{verb} resource "{resource}" in API group "{group}" in the namespace '
+                       f'"{ns}"', RESOURCES[res][1], name or "")
+
     def watch(self, res: str, ns: str, q: dict, write) -> None:
         """Stream events until the timeout: with ``resourceVersion``, the changes after it;
         without, ADDED for what exists now, then the changes."""
@@ -581,6 +871,16 @@ class FakeKube:
                     write({"type": type_, "object": obj})
             if time.monotonic() >= deadline:
                 return
+
+
+def _kept_message(container: dict, code: int, log_tail: str) -> dict:
+    """The termination message the kubelet keeps: the end of the log, for a failed run of a
+    container with ``FallbackToLogsOnError``; nothing otherwise (no process here writes
+    /dev/termination-log)."""
+    if code == 0 or not log_tail or \
+            container.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+        return {}
+    return {"message": log_tail}
 
 
 def _target_refusal(pod: dict, container: dict) -> str:
@@ -656,6 +956,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        self.wfile.flush()  # the API server answers a watch at once, events follow
 
         def write(event: dict) -> None:
             line = json.dumps(event).encode() + b"\n"

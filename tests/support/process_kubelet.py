@@ -22,7 +22,13 @@
 - an ephemeral container runs its command once; its real exit code becomes its
   ``terminated`` state (with ``FallbackToLogsOnError`` the end of its log is the message);
 - deleting the pod SIGTERMs the containers (and ephemeral ones), then the sidecars in
-  reverse order, SIGKILLs what is left at the grace period's end, then removes the pod.
+  reverse order, SIGKILLs what is left at the grace period's end, then removes the pod;
+  an eviction (``FakeKube.evict_pod``) stops them the same way, then leaves the pod
+  ``Failed``/``Evicted`` for the fake to replace;
+- the Events a kubelet records: Scheduled (for the scheduler), Pulled ("already present",
+  or after a pull), Pulling, Created, Started, BackOff, Killing; ``hold_pull(image)`` makes
+  pulling that image slow until ``release_pull(image)`` (the container waits in
+  ``ContainerCreating`` meanwhile, as during a cold pull).
 
 Each process runs in its own session (its group is the "container": what is left of it is
 killed when its main process ends). Output goes to ``root/<pod>/logs/<container>.log``.
@@ -121,6 +127,7 @@ class ProcessKubelet:
         self.max_backoff = max_backoff
         self.fake = None
         self._pods: dict[str, PodRun] = {}
+        self._held: dict[str, threading.Event] = {}  # image -> released
 
     def attach(self, fake) -> None:
         self.fake = fake
@@ -156,6 +163,20 @@ class ProcessKubelet:
             return {c.name: c.proc for c in self._pods[pod].containers.values()
                     if c.proc is not None and c.proc.poll() is None}
 
+    def hold_pull(self, image: str) -> None:
+        """Pulling ``image`` takes until ``release_pull`` (a cold pull of a big image)."""
+        self._held[image] = threading.Event()
+
+    def release_pull(self, image: str) -> None:
+        self._held[image].set()
+
+    def _event(self, run: PodRun, type_: str, reason: str, message: str,
+               container: str = "", source: str = "kubelet") -> None:
+        with self._lock:
+            pod = self.fake.objects.get(("pods", run.namespace, run.name))
+            if pod is not None:
+                self.fake._event(run.namespace, pod, type_, reason, message, container, source)
+
     # -- hooks (called by FakeKube with its lock held) --------------------------------------
     def runs(self, pod: str) -> bool:
         return pod in self._pods
@@ -175,6 +196,9 @@ class ProcessKubelet:
         (run.root / "logs").mkdir(parents=True, exist_ok=True)
         self._pods[name] = run
         self._publish(run)
+        self.fake._event(namespace, pod, "Normal", "Scheduled",
+                         f"Successfully assigned {namespace}/{name} to node-1",
+                         source="default-scheduler")
         self._thread(run, self._run_pod, run)
 
     def pod_deleted(self, namespace: str, name: str, grace: float) -> None:
@@ -184,6 +208,20 @@ class ProcessKubelet:
         run.terminating = True
         run.stopped.set()
         threading.Thread(target=self._shut_down, args=(run, grace), daemon=True).start()
+
+    def pod_evicted(self, namespace: str, name: str, grace: float, message: str) -> None:
+        """Stop the pod's processes like a deletion; then it stays, Failed."""
+        run = self._pods.get(name)
+        if run is None or run.terminating:
+            return
+        run.terminating = True
+        run.stopped.set()
+
+        def done() -> None:
+            with self._lock:
+                self.fake._evicted(namespace, name, message)
+
+        threading.Thread(target=self._shut_down, args=(run, grace, done), daemon=True).start()
 
     def ephemeral_added(self, namespace: str, name: str, spec: dict) -> None:
         run = self._pods[name]
@@ -253,13 +291,38 @@ class ProcessKubelet:
                     c.state = {"waiting": {"reason": "CrashLoopBackOff", "message":
                                            f"back-off restarting failed container {c.name}"}}
                     self._publish(run)
+                self._event(run, "Warning", "BackOff", f"Back-off restarting failed container "
+                            f"{c.name} in pod {run.name}_{run.namespace}", c.name)
             # else the reason it could not be created stays, and creating it is retried
             run.stopped.wait(delay)
             delay = min(delay * 2, self.max_backoff)
         return False
 
+    def _pull(self, run: PodRun, c: Container) -> bool:
+        """The image is there (at once, or after a held pull); False if the pod stopped."""
+        image = c.spec.get("image", "")
+        held = self._held.get(image)
+        if held is None or held.is_set():
+            self._event(run, "Normal", "Pulled",
+                        f'Container image "{image}" already present on machine', c.name)
+            return True
+        with self._lock:
+            c.state = {"waiting": {"reason": "ContainerCreating"}}
+            self._publish(run)
+        self._event(run, "Normal", "Pulling", f'Pulling image "{image}"', c.name)
+        started = time.monotonic()
+        while not held.wait(self.probe_interval):
+            if run.stopped.is_set():
+                return False
+        took = time.monotonic() - started
+        self._event(run, "Normal", "Pulled", f'Successfully pulled image "{image}" in '
+                    f"{took:.1f}s ({took:.1f}s including waiting)", c.name)
+        return True
+
     def _run_once(self, run: PodRun, c: Container) -> int | None:
         """Start ``c``, wait for it; its exit code (None: it could not be created)."""
+        if not self._pull(run, c):
+            return None
         try:
             argv, cwd, env = self._prepare(run, c)
         except ConfigError as exc:
@@ -287,6 +350,8 @@ class ProcessKubelet:
             c.started.set()
             c.ready = c.kind == "sidecar"  # no readiness probe: ready once started
             self._publish(run)
+        self._event(run, "Normal", "Created", f"Created container: {c.name}", c.name)
+        self._event(run, "Normal", "Started", f"Started container {c.name}", c.name)
         code = c.proc.wait()
         _kill_group(c.proc, signal.SIGKILL)  # the container ends with its main process
         with self._lock:
@@ -309,12 +374,14 @@ class ProcessKubelet:
         tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])[-LOG_TAIL_BYTES:]
         return {"message": tail} if tail else {}
 
-    def _shut_down(self, run: PodRun, grace: float) -> None:
+    def _shut_down(self, run: PodRun, grace: float, then=None) -> None:
         deadline = time.monotonic() + grace
         first = run.of("init") + run.of("main") + run.of("ephemeral")
         for group in (first, *[[c] for c in reversed(run.of("sidecar"))]):
             for c in group:
                 if c.proc is not None and c.proc.poll() is None:
+                    self._event(run, "Normal", "Killing", f"Stopping container {c.name}",
+                                c.name)
                     c.proc.send_signal(signal.SIGTERM)
             for c in group:
                 if c.proc is None:
@@ -326,6 +393,9 @@ class ProcessKubelet:
                     c.proc.wait()
         for t in run.threads:
             t.join(timeout=5)
+        if then is not None:
+            then()
+            return
         self.fake.remove_pod(run.namespace, run.name)
 
     # -- turning a container spec into a process ---------------------------------------------
@@ -400,19 +470,18 @@ class ProcessKubelet:
     def _publish(self, run: PodRun) -> None:
         """Write the pod's status from the containers' states (lock held)."""
         pod = self.fake.objects.get(("pods", run.namespace, run.name))
-        if pod is None:
-            return
+        if pod is None or pod["status"].get("phase") in ("Failed", "Succeeded"):
+            return  # gone, or evicted: a finished pod's status is final
         main = run.of("main")
         started = run.initialized and all("running" in c.state or c.restarts for c in main)
         ready = run.initialized and all(c.ready for c in main) and not run.terminating
 
-        def cond(type_: str, ok: bool) -> dict:
-            return {"type": type_, "status": "True" if ok else "False"}
+        def cond(ok: bool) -> str:
+            return "True" if ok else "False"
 
         status = {
             "phase": "Running" if started else "Pending",
-            "conditions": [cond("PodScheduled", True), cond("Initialized", run.initialized),
-                           cond("ContainersReady", ready), cond("Ready", ready)],
+            "conditions": pod["status"].get("conditions") or [],
             "initContainerStatuses": [c.status() for c in run.containers.values()
                                       if c.kind in ("init", "sidecar")],
             "containerStatuses": [c.status() for c in main],
@@ -425,6 +494,9 @@ class ProcessKubelet:
         if ephemeral or kept:
             status["ephemeralContainerStatuses"] = kept + [c.status() for c in ephemeral]
         pod["status"] = status
+        self.fake._set_conditions(pod, {"PodScheduled": "True",
+                                        "Initialized": cond(run.initialized),
+                                        "ContainersReady": cond(ready), "Ready": cond(ready)})
         self.fake._emit("MODIFIED", "pods", pod)
 
 

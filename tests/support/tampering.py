@@ -9,16 +9,20 @@ import time
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 
-class _PastSigner(TimestampSigner):
-    """Signs as if it were eight days ago."""
+def signed_ago(key: str, repl_id: str, scope: str, seconds: int) -> str:
+    """A token for ``repl_id`` and ``scope`` as if signed ``seconds`` ago."""
 
-    def get_timestamp(self) -> int:
-        return int(time.time()) - 8 * 24 * 3600
+    class PastSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - seconds
+
+    serializer = URLSafeTimedSerializer(key, salt=f"devex-{scope}", signer=PastSigner)
+    return serializer.dumps({"repl": repl_id, "scope": scope})
 
 
 def signed_long_ago(key: str, repl_id: str, scope: str) -> str:
-    serializer = URLSafeTimedSerializer(key, salt=f"devex-{scope}", signer=_PastSigner)
-    return serializer.dumps({"repl": repl_id, "scope": scope})
+    """Signed eight days ago: expired for every purpose."""
+    return signed_ago(key, repl_id, scope, 8 * 24 * 3600)
 
 
 def tamper(token: str) -> str:

@@ -1,7 +1,8 @@
 """``LocalRuntime``: a workspace directory plus a runner process per REPL, on 127.0.0.1.
 
-The files move with the runner's own ``sync-down``/``sync-up`` commands, exactly as the
-Kubernetes init and ephemeral containers do, so both runtimes share one sync path. Beside
+The files move with the same mirroring sync the runner's ``sync-down``/``sync-up`` commands
+run in Kubernetes' init and ephemeral containers (``devex.infra.storage.sync``), here called
+in the worker's own process. Beside
 each runner runs its autosave companion (``python -m runner autosave``, the Kubernetes
 sidecar's twin): it alone gets the storage settings, the runner never does.
 Runner processes live in their own session so that a worker restart does not kill them;
@@ -27,13 +28,13 @@ from devex import tokens
 from devex.config import Settings
 from devex.errors import FilesNotSaved, RuntimeFailure
 from devex.infra.runtime.base import ManagedObject, Progress, Runtime, StartResult
-from devex.infra.storage import StorageError
+from devex.infra.storage import StorageError, SyncingStorage, build_storage
+from devex.infra.storage.sync import sync_lock
 from devex.models import Repl
 from devex.templates_catalog import Template
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]  # the checkout: ``python -m runner`` runs from here
-SYNC_TIMEOUT = 600
 
 
 def free_port() -> int:
@@ -49,6 +50,7 @@ class LocalRuntime(Runtime):
         self.workspaces = self.data_dir / "workspaces"
         self.records = self.data_dir / "runners"
         self.python = settings.runner_python or sys.executable
+        self._storage: SyncingStorage | None = None
 
     # -- helpers ---------------------------------------------------------------------
     def workspace(self, repl_id: str) -> Path:
@@ -90,26 +92,11 @@ class LocalRuntime(Runtime):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         return env
 
-    def _sync(self, args: list[str]) -> dict:
-        env = {**self._base_env(), **self._storage_env()}
-        try:
-            done = subprocess.run(
-                [self.python, "-m", "runner", *args],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=SYNC_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired:
-            raise FilesNotSaved(f"{args[0]} timed out after {SYNC_TIMEOUT}s") from None
-        if done.returncode != 0:
-            reason = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
-            raise FilesNotSaved(f"{args[0]} failed: {reason}")
-        try:
-            return json.loads(done.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            return {}
+    @property
+    def storage(self) -> SyncingStorage:
+        if self._storage is None:
+            self._storage = build_storage(self.settings)
+        return self._storage
 
     def _alive(self, record: dict | None, role: str = "serve") -> bool:
         if not record:
@@ -179,13 +166,11 @@ class LocalRuntime(Runtime):
             tmp = workspace.with_name(workspace.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                report = self._sync(
-                    ["sync-down", "--prefix", repl.storage_prefix, "--dest", str(tmp)]
-                )
-            except FilesNotSaved as exc:  # worth a retry: storage may be back soon
+                report = self.storage.sync_down(repl.storage_prefix, tmp)
+            except (StorageError, OSError) as exc:  # worth a retry: storage may be back soon
                 raise StorageError(f"could not fetch the files: {exc}") from None
             tmp.rename(workspace)
-            progress("files", f"Fetched {report.get('downloaded', 0)} files.")
+            progress("files", f"Fetched {len(report.downloaded)} files.")
         port, autosave_port = free_port(), free_port()
         url = f"http://127.0.0.1:{port}/"
         env = {
@@ -231,7 +216,7 @@ class LocalRuntime(Runtime):
             # Ready when both answer: the IDE's first save must find its companion.
             if self._healthy(url) and self._answers(f"http://127.0.0.1:{autosave_port}/status"):
                 return StartResult(url=url, handle={"pid": str(proc.pid)})
-            time.sleep(0.1)  # polling a local process: nothing to watch
+            time.sleep(0.02)  # polling a local process: nothing to watch
         self._kill(proc.pid)
         self._kill(autosave.pid)
         self._record_path(repl.id).unlink(missing_ok=True)
@@ -254,22 +239,21 @@ class LocalRuntime(Runtime):
         if not workspace.exists():
             return  # nothing running and nothing unsaved
         if save:
+            # The same mirroring sync as the runner's sync-up, in this process (a new
+            # interpreter would cost more than the save), under autosave's lock.
             try:
-                report = self._sync(
-                    ["sync-up", "--src", str(workspace), "--prefix", repl.storage_prefix,
-                     "--lock", str(self._lock_path(repl.id))]
-                )
-            except FilesNotSaved as exc:
+                with sync_lock(self._lock_path(repl.id)):
+                    report = self.storage.sync_up(workspace, repl.storage_prefix)
+            except (StorageError, OSError) as exc:
                 progress("files", f"Files not saved; the workspace is kept: {exc}")
                 raise FilesNotSaved(f"files not saved: {exc}") from None
             progress(
                 "files",
-                f"Saved files: {report.get('uploaded', 0)} uploaded, "
-                f"{report.get('deleted', 0)} removed, "
-                f"{report.get('unchanged', 0)} unchanged.",
+                f"Saved files: {len(report.uploaded)} uploaded, {len(report.deleted)} removed, "
+                f"{report.unchanged} unchanged.",
             )
-            for skipped in report.get("skipped", []):
-                progress("files", f"Not saved: {skipped['path']} ({skipped['reason']})")
+            for path, reason in report.skipped:
+                progress("files", f"Not saved: {path} ({reason})")
         shutil.rmtree(workspace)
         self._lock_path(repl.id).unlink(missing_ok=True)
 
@@ -296,9 +280,19 @@ class LocalRuntime(Runtime):
         while time.monotonic() < deadline:
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:  # not our child (another worker started it)
-                done = pid if not Path(f"/proc/{pid}").exists() else 0
+            except ChildProcessError:  # not our child (another worker's job started it)
+                done = pid if _exited(pid) else 0
             if done:
                 return
-            time.sleep(0.05)
+            time.sleep(0.01)  # polling a process we did not start: nothing to wait on
         os.killpg(pid, signal.SIGKILL)
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie: it has exited and only waits for its parent (often init, which
+    may take seconds) to reap it."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat_line.rsplit(")", 1)[-1].split()[0] in ("Z", "X")

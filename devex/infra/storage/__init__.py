@@ -12,7 +12,6 @@ from pathlib import Path
 from devex.config import Settings
 from devex.infra.storage.base import ObjectInfo, Storage, StorageError, SyncReport
 from devex.infra.storage.local import LocalStorage
-from devex.infra.storage.s3 import S3Storage
 from devex.infra.storage.seed import publish_templates, template_prefix
 from devex.infra.storage.sync import SyncingStorage
 
@@ -39,6 +38,8 @@ def local_storage_root(settings: Settings) -> Path:
 
 def build_storage(settings: Settings) -> SyncingStorage:
     if settings.storage == "s3":
+        from devex.infra.storage.s3 import S3Storage  # boto3 only where S3 is used
+
         return S3Storage(
             settings.s3_bucket,
             endpoint_url=settings.s3_endpoint_url or None,
@@ -53,3 +54,12 @@ def build_storage(settings: Settings) -> SyncingStorage:
 def storage_from_env(environ: Mapping[str, str] | None = None) -> SyncingStorage:
     """The backend configured by ``DEVEX_STORAGE`` / ``DEVEX_S3_*`` / ``DEVEX_DATA_DIR``."""
     return build_storage(Settings.from_env(None if environ is None else dict(environ)))
+
+
+def __getattr__(name: str):
+    # ``S3Storage`` on demand: importing boto3 costs ~25 MB a process that never uses it.
+    if name == "S3Storage":
+        from devex.infra.storage.s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(name)

@@ -2,7 +2,8 @@
 
 The boto3 client is built in the constructor, never at import, and can be handed in by tests.
 Every botocore/boto3 error becomes a ``StorageError`` whose message names the operation, the
-key and the S3 error code - never the credentials.
+key and the S3 error code - never the credentials (``devex.redact`` takes the user-info out
+of the endpoint URLs that botocore quotes).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from devex.infra.storage.sync import (
     validate_key,
     validate_prefix,
 )
+from devex.redact import redact
 
 DELETE_BATCH = 1000  # the DeleteObjects limit
 COPY_OBJECT_LIMIT = 5 * 1024**3  # larger objects need a (still server-side) multipart copy
@@ -58,9 +60,11 @@ def _errors(action: str) -> Iterator[None]:
         yield
     except ClientError as exc:
         message = exc.response.get("Error", {}).get("Message", "")
-        raise StorageError(f"S3 {action} failed: {_error_code(exc)} {message}".rstrip()) from exc
+        text = f"S3 {action} failed: {_error_code(exc)} {message}".rstrip()
+        raise StorageError(redact(text)) from exc
     except (BotoCoreError, Boto3Error) as exc:
-        raise StorageError(f"S3 {action} failed: {exc}") from exc
+        # botocore quotes the endpoint URL, user-info (user:password@) included.
+        raise StorageError(redact(f"S3 {action} failed: {exc}")) from exc
 
 
 def _etag(raw: str) -> str:
@@ -99,7 +103,8 @@ class S3Storage(SyncingStorage):
         self.client = client
 
     def __repr__(self) -> str:  # no credentials here, ever
-        return f"S3Storage(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"
+        endpoint = redact(self.endpoint_url) if self.endpoint_url else None
+        return f"S3Storage(bucket={self.bucket!r}, endpoint_url={endpoint!r})"
 
     def check(self) -> None:
         with _errors(f"head bucket {self.bucket!r}"):

@@ -14,13 +14,15 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.watch.watch import iter_resp_lines
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ _KINDS: dict[str, tuple[str, str, str]] = {
     "Pod": ("core", "namespaced_pod", "V1Pod"),
     "Ingress": ("net", "namespaced_ingress", "V1Ingress"),
     "NetworkPolicy": ("net", "namespaced_network_policy", "V1NetworkPolicy"),
+    "Event": ("core", "namespaced_event", "CoreV1Event"),  # read only: list and watch
 }
 
 
@@ -213,30 +216,125 @@ class Kube:
         Without ``resource_version`` the server first sends ADDED for every matching pod;
         with it, only the changes after that version.
         """
-        kwargs: dict[str, Any] = {"timeout_seconds": max(1, int(timeout)),
-                                  "_request_timeout": (self.timeout, max(1, int(timeout)) + 5)}
-        if label_selector:
-            kwargs["label_selector"] = label_selector
-        if field_selector:
-            kwargs["field_selector"] = field_selector
-        if resource_version:
-            kwargs["resource_version"] = resource_version
-        w = watch.Watch()
+        stream = self.watch("Pod", time.monotonic() + max(1, int(timeout)),
+                            label_selector=label_selector, field_selector=field_selector,
+                            resource_version=resource_version, once=True)
         try:
-            for event in w.stream(self.core.list_namespaced_pod, self.namespace,
-                                  deserialize=False, **kwargs):
-                if event.get("type") == "ERROR":
-                    obj = event.get("object") or {}
-                    raise KubeError("watch pods", ApiException(
-                        status=obj.get("code", 500), reason=obj.get("message", "")))
-                yield event["type"], event["object"]
-        except ApiException as exc:
-            raise KubeError("watch pods", exc) from None
-        except KeyError:  # the library chokes on raw ERROR events (e.g. 410 Gone)
-            raise KubeError("watch pods", ApiException(
-                status=500, reason="the watch ended with an error event")) from None
+            yield from stream
         finally:
-            w.stop()
+            stream.close()
+
+    def watch(self, kind: str, deadline: float, *, label_selector: str = "",
+              field_selector: str = "", resource_version: str = "", list_first: bool = False,
+              once: bool = False) -> WatchStream:
+        """A watch of ``kind`` until ``deadline`` (``time.monotonic()``), see ``WatchStream``."""
+        return WatchStream(self, kind, deadline, label_selector=label_selector,
+                           field_selector=field_selector, resource_version=resource_version,
+                           list_first=list_first, once=once)
+
+
+class WatchStream:
+    """Changes of one kind as ``(type, object)``, read lazily; ``close()`` ends it at once,
+    from any thread (the reading thread may be blocked in a read: the socket is shut down).
+
+    ``list_first``: a list comes first (ADDED for each item, then ``("SYNCED", {})``) and the
+    watch goes on from its ``resourceVersion``, so the first picture is one consistent
+    snapshot. The server ends each watch after its ``timeoutSeconds``; unless ``once``, the
+    watch is opened again from the last ``resourceVersion`` until ``deadline``.
+    """
+
+    def __init__(self, kube: Kube, kind: str, deadline: float, *, label_selector: str,
+                 field_selector: str, resource_version: str, list_first: bool, once: bool):
+        self.kube, self.kind, self.deadline = kube, kind, deadline
+        self.selectors = {k: v for k, v in (("label_selector", label_selector),
+                                            ("field_selector", field_selector)) if v}
+        self.version = resource_version
+        self.list_first, self.once = list_first, once
+        self._lock = threading.Lock()
+        self._resp = None
+        self._closed = False
+
+    def _open(self, **kwargs):
+        method = self.kube._method("list", self.kind)
+        with self._lock:
+            if self._closed:
+                return None
+        resp = method(self.kube.namespace, _preload_content=False, **self.selectors, **kwargs)
+        with self._lock:
+            if self._closed:  # closed while the request was on its way
+                _end(resp)
+                return None
+            self._resp = resp
+        return resp
+
+    def _done(self, resp) -> None:
+        with self._lock:
+            self._resp = None
+        _end(resp)
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        try:
+            if self.list_first:
+                resp = self._open(_request_timeout=self.kube.timeout)
+                if resp is None:
+                    return
+                try:
+                    data = json.loads(resp.data or b"{}")
+                finally:
+                    self._done(resp)
+                self.version = str((data.get("metadata") or {}).get("resourceVersion") or "")
+                for item in data.get("items") or []:
+                    yield "ADDED", item
+                yield "SYNCED", {}
+            while not self._closed:
+                remaining = self.deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                timeout = max(1, int(remaining + 0.999))
+                kwargs: dict[str, Any] = {"watch": True, "timeout_seconds": timeout,
+                                          "_request_timeout": (self.kube.timeout, timeout + 5)}
+                if self.version:
+                    kwargs["resource_version"] = self.version
+                resp = self._open(**kwargs)
+                if resp is None:
+                    return
+                try:
+                    for line in iter_resp_lines(resp):
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":  # e.g. 410 Gone
+                            raise KubeError(f"watch {self.kind}", ApiException(
+                                status=obj.get("code", 500), reason=obj.get("message", "")))
+                        self.version = (obj.get("metadata") or {}).get(
+                            "resourceVersion") or self.version
+                        yield event["type"], obj
+                except (urllib3.exceptions.HTTPError, OSError, ValueError):
+                    if self._closed:
+                        return  # our own close() shut the socket down
+                    raise
+                finally:
+                    self._done(resp)
+                if self.once:
+                    return
+        except ApiException as exc:
+            raise KubeError(f"watch {self.kind}", exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            resp = self._resp
+        if resp is not None:
+            try:
+                resp.shutdown()  # wakes a read blocked in another thread
+            except (ValueError, RuntimeError, OSError):
+                pass  # already released: nothing is blocked on it
+
+
+def _end(resp) -> None:
+    try:
+        resp.close()
+    finally:
+        resp.release_conn()
 
 
 def is_subset(wanted: Any, live: Any) -> bool:

@@ -89,6 +89,20 @@ def parse_cidrs(raw: str, what: str) -> list[str]:
     return cidrs
 
 
+def parse_dns_cidrs(raw: str, what: str) -> list[str]:
+    """CIDRs that DNS (port 53 only) may reach: exact networks, any size. Link-local
+    /32s belong here: NodeLocal DNSCache listens on 169.254.20.10."""
+    cidrs = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            cidrs.append(str(ipaddress.ip_network(part, strict=True)))
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {part!r} is not a CIDR: {exc}") from None
+    return cidrs
+
+
 def parse_ports(raw: str, what: str) -> list[int]:
     ports = []
     for part in (p.strip() for p in raw.split(",")):
@@ -138,6 +152,34 @@ def storage_egress(settings: Settings) -> dict | None:
     return rule
 
 
+def dns_egress(settings: Settings) -> dict | None:
+    """The DNS rule (53 UDP+TCP), or None when every DNS setting is empty.
+
+    Peers, like zero-to-jupyterhub's defaults: the DNS pods (``kube-system``), IP blocks
+    for resolvers that are no pod a selector could match -- NodeLocal DNSCache on a
+    link-local address, or answering on the kube-dns ClusterIP in a private range (its
+    packets are never DNAT-ed to a pod), a cloud's metadata DNS.
+    """
+    cidrs = parse_dns_cidrs(settings.k8s_dns_egress, "DEVEX_K8S_DNS_EGRESS")
+    namespaces = parse_labels(settings.k8s_dns_namespace_labels,
+                              "DEVEX_K8S_DNS_NAMESPACE_LABELS")
+    pods = parse_labels(settings.k8s_dns_pod_labels, "DEVEX_K8S_DNS_POD_LABELS")
+    if pods and not namespaces:
+        raise ConfigError("DEVEX_K8S_DNS_POD_LABELS needs DEVEX_K8S_DNS_NAMESPACE_LABELS "
+                          "(which namespace the DNS pods run in)")
+    peers: list[dict] = []
+    if namespaces:
+        peer: dict = {"namespaceSelector": {"matchLabels": namespaces}}
+        if pods:
+            peer["podSelector"] = {"matchLabels": pods}
+        peers.append(peer)
+    peers += [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
+    if not peers:
+        return None
+    return {"to": peers, "ports": [{"protocol": "UDP", "port": 53},
+                                   {"protocol": "TCP", "port": 53}]}
+
+
 def check_settings(settings: Settings) -> None:
     """Raise ``ConfigError`` at start-up for settings every REPL's objects would trip on."""
     parse_pairs(settings.k8s_ingress_annotations, "DEVEX_K8S_INGRESS_ANNOTATIONS")
@@ -145,6 +187,7 @@ def check_settings(settings: Settings) -> None:
         parse_labels(getattr(settings, f"k8s_{what.lower()}_labels"),
                      f"DEVEX_K8S_{what}_LABELS")
     storage_egress(settings)
+    dns_egress(settings)
 
 
 def _meta(name: str, settings: Settings, labels: dict[str, str], **extra) -> dict:
@@ -207,6 +250,9 @@ def _sync_container(name: str, settings: Settings, command: list[str],
         "env": s3_env(settings),
         "volumeMounts": _sync_mounts(state, tmp),
         "securityContext": container_security(settings),
+        # On failure the kubelet keeps the end of the log as the termination message: the
+        # one-line reason the sync command prints becomes the REPL's failure reason.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
@@ -404,16 +450,16 @@ def network_policy(repl: Repl, template: Template, settings: Settings) -> dict:
                          "DEVEX_K8S_INGRESS")
     core = _peer(settings.k8s_core_namespace_labels, settings.k8s_core_pod_labels,
                  "DEVEX_K8S_CORE")
-    dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
     egress = [
-        {"to": [dns], "ports": [{"protocol": "UDP", "port": 53},
-                                {"protocol": "TCP", "port": 53}]},
         {"to": [core], "ports": [{"protocol": "TCP", "port": settings.k8s_core_port}]},
         {"to": [
             {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(DENIED_V4)}},
             {"ipBlock": {"cidr": "::/0", "except": list(DENIED_V6)}},
         ]},
     ]
+    dns = dns_egress(settings)
+    if dns is not None:  # first: without names nothing else works
+        egress.insert(0, dns)
     storage = storage_egress(settings)
     if storage is not None:  # rules add up: this opens a hole in the private ranges
         egress.append(storage)
@@ -462,7 +508,6 @@ def sync_up_container(repl: Repl, settings: Settings, name: str, control_token: 
         name, settings, command, state,
         SYNC_TMP_VOLUME if SYNC_TMP_VOLUME in volumes else TMP_VOLUME)
     container["env"].append({"name": "RUNNER_CONTROL_TOKEN", "value": control_token})
-    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
     return container
 
 

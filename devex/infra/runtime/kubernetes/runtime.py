@@ -2,11 +2,13 @@
 
 Start creates what is missing (converging the Secret, Service, Ingress and NetworkPolicy,
 never touching a Deployment that is already there: its pod may hold unsaved files) and
-waits, by watching, for the pod to be Ready; on failure it removes only what it created.
-Stop injects a ``sync-up`` ephemeral container into the running pod (it quiesces the runner,
-then saves under the lock the autosave sidecar takes too), waits for it to exit 0 and only
-then deletes the objects, returning once the pod is gone (until then autosave may still
-upload); any doubt about the files means nothing is deleted.
+waits, by watching, for the current pod to be Ready, copying the pod's Kubernetes Events
+into the REPL's events meanwhile; an evicted pod is reported and its replacement awaited;
+on failure it removes only what it created. Stop injects a ``sync-up`` ephemeral container
+into the running pod (it quiesces the runner, then saves under the lock the autosave
+sidecar takes too) -- or waits for one an earlier stop left running -- waits for it to
+exit 0 and only then deletes the objects, returning once the pod is gone (until then
+autosave may still upload); any doubt about the files means nothing is deleted.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 
 import urllib3
 from kubernetes import client
@@ -27,6 +30,19 @@ from devex.infra.runtime.kubernetes.client import (
     KubeError,
     is_transient,
     load_api_client,
+)
+from devex.infra.runtime.kubernetes.feed import END, ERROR, EventCopier, Feed
+from devex.infra.runtime.kubernetes.pods import (
+    FATAL_REASONS,
+    current_pod,
+    diagnose,
+    eviction,
+    is_live,
+    is_ready,
+    runner_port,
+    save_under_way,
+    sync_reason,
+    unready_seconds,
 )
 from devex.models import Repl
 from devex.templates_catalog import Template
@@ -43,88 +59,8 @@ REUSED_OLDER = ("An earlier runner is still there; reusing it as it is (it was m
 _HANDLE_FIELD = {"Deployment": "deployment", "Service": "service", "Ingress": "ingress",
                  "NetworkPolicy": "network_policy", "Secret": "secret"}
 
-# Why a container waits -> (words for people, fatal). Fatal reasons never fix themselves:
-# start fails at once instead of at the timeout. ``{image}``, ``{which}`` ("The runner" or
-# "The file sync") and ``{message}`` (the kubelet's own words) are filled in.
-WAITING_REASONS: dict[str, tuple[str, bool]] = {
-    "ImagePullBackOff": ("The image {image} could not be pulled.", False),
-    "ErrImagePull": ("The image {image} could not be pulled.", False),
-    "ErrImageNeverPull": ("The image {image} could not be pulled.", True),
-    "InvalidImageName": ("The image name {image} is not valid.", True),
-    "CrashLoopBackOff": ("{which} keeps crashing.", False),
-    "CreateContainerConfigError": ("{which} could not be created: {message}", True),
-    "CreateContainerError": ("{which} could not be created: {message}", True),
-}
-FATAL_REASONS = frozenset(r for r, (_, fatal) in WAITING_REASONS.items() if fatal)
-_WHICH = {names.SYNC_DOWN_CONTAINER: "The file sync", names.AUTOSAVE_CONTAINER: "Autosave"}
 _API_ERRORS = (KubeError, client.ApiException, urllib3.exceptions.HTTPError, TimeoutError,
                ConnectionError)
-
-
-def diagnose(pod: dict) -> tuple[str | None, bool]:
-    """(the pod's current trouble in words for people or None, whether it is fatal).
-
-    One pass over ``WAITING_REASONS``: the words are those of the first trouble found; the
-    pod is fatal when it failed or any container waits for a fatal reason.
-    """
-    status = pod.get("status") or {}
-    said: str | None = None
-    fatal = status.get("phase") == "Failed"
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
-                and cond.get("reason") == "Unschedulable":
-            said = ("No node has room for this REPL right now (not enough CPU or memory "
-                    "in the cluster).")
-    statuses = (status.get("initContainerStatuses") or []) + \
-        (status.get("containerStatuses") or [])
-    for cs in statuses:
-        state = cs.get("state") or {}
-        waiting = state.get("waiting") or {}
-        reason = waiting.get("reason", "")
-        which = _WHICH.get(cs.get("name", ""), "The runner")
-        words = None
-        if reason in WAITING_REASONS:
-            template, is_fatal = WAITING_REASONS[reason]
-            fatal = fatal or is_fatal
-            words = template.format(image=cs.get("image", ""), which=which,
-                                    message=waiting.get("message") or reason)
-        term = state.get("terminated") or {}
-        if words is None and cs.get("name") == names.SYNC_DOWN_CONTAINER \
-                and term.get("exitCode", 0) != 0:
-            words = "Loading the REPL's files from storage failed."
-        said = said or words
-    if said is None and status.get("phase") == "Failed":
-        said = f"The pod failed: {status.get('reason') or status.get('message') or 'unknown'}."
-    return said, fatal and said is not None
-
-
-def explain_pod(pod: dict) -> str | None:
-    """The pod's current trouble in words for people, or None when nothing is wrong yet."""
-    return diagnose(pod)[0]
-
-
-def runner_port(pod: dict) -> int:
-    """The port the pod's runner listens on, as the pod runs it (it may predate a template
-    change); the template default when the pod does not say."""
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        if c.get("name") == names.RUNNER_CONTAINER:
-            for port in c.get("ports") or []:
-                if port.get("name") == "http" and port.get("containerPort"):
-                    return int(port["containerPort"])
-    return Template.port  # the dataclass default
-
-
-def last_line(text: str, limit: int = 300) -> str:
-    """The last non-empty line of a termination message (the end of the log, on failure)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:limit] if lines else ""
-
-
-def is_ready(pod: dict) -> bool:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 class KubernetesRuntime(Runtime):
@@ -252,11 +188,18 @@ class KubernetesRuntime(Runtime):
         progress("stop", "Removed the REPL's Kubernetes objects")
 
     def is_running(self, repl: Repl) -> bool:
+        """True while the REPL's current pod is Ready -- or has not been for less than
+        ``start_timeout`` seconds: a readiness probe that fails for a while (a busy runner,
+        a restart) or a replacement still starting after an eviction is not a dead REPL.
+        False when no pod is left, or it stays unready for longer than that."""
         try:
             pods = self.kube.list("Pod", names.selector_string(names.selector_labels(repl.id)))
         except _API_ERRORS as exc:
             raise RuntimeFailure(f"Kubernetes is not reachable: {exc}") from None
-        return any(is_ready(p) for p in pods)
+        pod = current_pod(pods)
+        if pod is None:
+            return False
+        return unready_seconds(pod, datetime.now(UTC)) < self.settings.start_timeout
 
     def list_managed(self) -> list[ManagedObject]:
         found = []
@@ -272,54 +215,110 @@ class KubernetesRuntime(Runtime):
 
     # -- start -------------------------------------------------------------------------
     def _wait_ready(self, repl: Repl, progress: Progress) -> str | None:
-        """None once a pod is Ready; otherwise the reason it did not get there in time."""
+        """None once the current pod is Ready; otherwise the reason it did not get there in
+        time. Lists the REPL's pods, then watches from there; the current pod's Kubernetes
+        Events are copied into the REPL's events as they come (see ``feed``)."""
         selector = names.selector_string(names.selector_labels(repl.id))
         timeout = self.settings.start_timeout
         deadline = time.monotonic() + timeout
-        last_said: str | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            for _type, pod in self.kube.watch_pods(int(remaining + 0.999),
-                                                   label_selector=selector):
-                if _type == "DELETED":
+        listed, version = self.kube.list_pods(selector)
+        pods = {p["metadata"]["name"]: p for p in listed}
+        followed: set[str] = set()
+        evicted: set[str] = set()
+        copy_event = EventCopier(progress)
+        said: list[str] = []  # the last trouble told, so each is told once
+
+        def look(feed: Feed) -> tuple[bool, str | None]:
+            """(done, the reason it failed): done when the current pod is Ready (no
+            reason) or in trouble that never heals."""
+            pod = current_pod(list(pods.values()))
+            if pod is None:
+                return False, None
+            name = pod["metadata"]["name"]
+            if is_ready(pod):
+                return True, None
+            if name not in followed:  # what Kubernetes says about it, from now on
+                followed.add(name)
+                feed.follow(name, self.kube.watch(
+                    "Event", deadline, list_first=True,
+                    field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}"))
+            gone = eviction(pod)
+            if gone and name not in evicted:  # its own event; the replacement is awaited
+                evicted.add(name)
+                progress("evicted", f"{gone} Waiting for its replacement.")
+                said.append(gone)
+                return False, None
+            trouble, fatal = diagnose(pod)
+            if trouble and trouble != (said[-1] if said else None):
+                progress("start", trouble)
+                said.append(trouble)
+            return bool(trouble and fatal), trouble if fatal else None
+
+        with Feed() as feed:
+            done, reason = look(feed)
+            if done:
+                return reason
+            feed.follow("pods", self.kube.watch("Pod", deadline, label_selector=selector,
+                                                resource_version=version))
+            while (item := feed.get(deadline)) is not None:
+                key, type_, obj = item
+                if key != "pods":  # the Kubernetes Events of one of the pods
+                    if type_ == ERROR:  # e.g. RBAC without events: progress only, go on
+                        log.warning("REPL %s: cannot read Kubernetes events: %s", repl.id, obj)
+                    elif type_ != END:
+                        copy_event(type_, obj)
                     continue
-                if is_ready(pod):
-                    return None
-                trouble, fatal = diagnose(pod)
-                if trouble and trouble != last_said:
-                    progress("start", trouble)
-                    last_said = trouble
-                if trouble and fatal:
-                    return trouble
-                if time.monotonic() >= deadline:
-                    break
-        if last_said:
-            return f"{last_said} The REPL was not ready after {timeout} seconds."
+                if type_ == ERROR:
+                    raise obj
+                if type_ == END:
+                    break  # the deadline passed
+                if type_ == "DELETED":
+                    pods.pop(obj["metadata"]["name"], None)
+                else:
+                    pods[obj["metadata"]["name"]] = obj
+                done, reason = look(feed)
+                if done:
+                    for key, type_, obj in feed.pending():  # what came with the last change
+                        if key != "pods" and type_ not in (END, ERROR):
+                            copy_event(type_, obj)
+                    return reason
+        if said:
+            return f"{said[-1]} The REPL was not ready after {timeout} seconds."
         return f"The runner did not become ready within {timeout} seconds."
 
     # -- stop --------------------------------------------------------------------------
-    def _running_pod(self, repl: Repl) -> dict | None:
-        pods = self.kube.list("Pod", names.selector_string(names.selector_labels(repl.id)))
-        live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-        live.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp", ""))
-        return live[-1] if live else None
-
     def _save(self, repl: Repl, progress: Progress) -> None:
         n = names.object_names(repl.id)
-        pod = self._running_pod(repl)
+        pods = self.kube.list("Pod", names.selector_string(names.selector_labels(repl.id)))
+        pod = current_pod(pods)
         if pod is None:
             if self.kube.get("Deployment", n.deployment) is None:
                 progress("stop", "No pod is running: there are no unsaved files")
                 return
             raise FilesNotSaved("files not saved: the REPL's pod is missing, so its files "
                                 "cannot be reached; retry the stop or force-stop it")
+        if not is_live(pod):  # evicted, and no replacement yet: its files cannot be reached
+            raise FilesNotSaved(f"files not saved: {eviction(pod) or 'the pod has stopped'} "
+                                "Retry the stop once its replacement runs, or force-stop it")
         phase = (pod.get("status") or {}).get("phase")
         if phase != "Running":
             raise FilesNotSaved(f"files not saved: the REPL's pod is {phase or 'not running'}; "
                                 "retry the stop or force-stop it")
         pod_name = pod["metadata"]["name"]
+        earlier = save_under_way(pod)
+        if earlier is not None:
+            # An earlier stop's save still runs (its job gave up waiting): two at once would
+            # only queue on the lock, and each could time out; wait for that one instead.
+            progress("stop", f"A save started by an earlier stop ({earlier}) is still "
+                             "running; waiting for it instead of starting another")
+            exit_code, detail = self._wait_terminated(pod_name, earlier, progress)
+            if exit_code == 0:
+                progress("stop", "Files saved")
+                return
+            why = detail or (f"exit code {exit_code}" if exit_code is not None else "")
+            if exit_code is None:
+                raise FilesNotSaved(f"files not saved: the earlier save ({earlier}): {why}")
+            progress("stop", f"The earlier save failed ({why}); saving again")
         existing = {c["name"] for c in (pod.get("spec") or {}).get("ephemeralContainers") or []}
         index = len(existing) + 1
         while f"{names.SYNC_UP_PREFIX}-{index}" in existing:
@@ -338,12 +337,16 @@ class KubernetesRuntime(Runtime):
         if exit_code is None:
             raise FilesNotSaved(f"files not saved: {detail}")
         if exit_code != 0:
-            raise FilesNotSaved(f"files not saved: saving exited with code {exit_code}"
-                                + (f" ({detail})" if detail else ""))
+            # The one line sync-up printed (the end of its log, kept by the kubelet).
+            reason = detail or f"saving exited with code {exit_code}"
+            progress("stop", f"Saving failed: {reason}")
+            raise FilesNotSaved(f"files not saved: {reason}")
         progress("stop", "Files saved")
 
     def _wait_terminated(self, pod_name: str, container: str,
                          progress: Progress) -> tuple[int | None, str]:
+        """(exit code, its one-line reason) once ``container`` has ended; (None, why) when
+        it cannot end well (the pod went, it cannot be created, the timeout passed)."""
         timeout = self.settings.k8s_stop_timeout
         deadline = time.monotonic() + timeout
         said = ""
@@ -355,14 +358,16 @@ class KubernetesRuntime(Runtime):
                                                    field_selector=f"metadata.name={pod_name}"):
                 if _type == "DELETED":
                     return None, "the pod disappeared while saving"
+                if not is_live(pod):
+                    return None, f"{eviction(pod) or 'the pod stopped'} (while saving)"
                 for cs in (pod.get("status") or {}).get("ephemeralContainerStatuses") or []:
                     if cs.get("name") != container:
                         continue
                     state = cs.get("state") or {}
                     if "terminated" in state:
                         term = state["terminated"] or {}
-                        detail = term.get("message") or term.get("reason") or ""
-                        return int(term.get("exitCode", -1)), last_line(str(detail))
+                        return int(term.get("exitCode", -1)), sync_reason(
+                            str(term.get("message") or ""))
                     waiting = state.get("waiting") or {}
                     reason = waiting.get("reason", "")
                     if reason in FATAL_REASONS:  # e.g. the S3 Secret is missing
