@@ -10,6 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY requirements.txt constraints.txt ./
+COPY runner/requirements.txt runner/requirements.txt
 RUN pip install -r requirements.txt -c constraints.txt
 
 COPY wsgi.py ./

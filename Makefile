@@ -10,11 +10,11 @@ PORT   ?= 5000
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.deps: requirements.txt constraints.txt | $(BIN)/python
+$(VENV)/.deps: requirements.txt runner/requirements.txt constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $@
 
-$(VENV)/.dev-deps: requirements.txt requirements-dev.txt constraints.txt | $(BIN)/python
+$(VENV)/.dev-deps: requirements.txt runner/requirements.txt requirements-dev.txt constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt \
 		-c constraints.txt
 	touch $(VENV)/.deps $@
