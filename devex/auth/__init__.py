@@ -13,7 +13,6 @@ from apiflask import APIFlask
 from limits.strategies import RateLimiter
 
 from devex.auth.cors import init_cors
-from devex.auth.github import init_github
 from devex.auth.limits import init_limiter
 from devex.auth.sessions import init_sessions
 from devex.config import Settings
@@ -50,6 +49,8 @@ def init_auth(app: APIFlask, settings: Settings, components) -> AuthExtension:
     )
     app.extensions["devex_auth"] = ext
     if settings.auth_mode == "github":
+        from devex.auth.github import init_github  # flask-dance, cryptography: GitHub mode only
+
         init_github(app, settings, ext.accounts)
 
     from devex.blueprints import admin, tokens
