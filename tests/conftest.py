@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from devex import create_app
+from tests.support.ide_client import IdeClient
 from tests.support.waiting import wait_for
 
 pytest_plugins = [
@@ -100,6 +101,18 @@ class Api:
             return r.json if r.status_code == 200 and r.json["status"] in statuses else None
 
         return wait_for(check, timeout, f"REPL {repl_id} to be {statuses}")
+
+    def create_running(self, name, template="python", timeout=60) -> str:
+        """A new REPL, once it runs; its id."""
+        r = self.post("/api/repl/create", json={"name": name, "template": template})
+        assert r.status_code == 202, r.json
+        self.wait_status(r.json["repl"]["id"], "running", timeout=timeout)
+        return r.json["repl"]["id"]
+
+    def ide(self, repl_id) -> IdeClient:
+        """A socket to the REPL's runner, as the IDE opens it (first frame: the token)."""
+        session = self.post(f"/api/repl/{repl_id}/session").json
+        return IdeClient(session["url"] + "ws", session["token"])
 
     def wait_gone(self, repl_id, timeout=60):
         wait_for(lambda: self.repl(repl_id).status_code == 404, timeout, f"{repl_id} deleted")

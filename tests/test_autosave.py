@@ -20,7 +20,8 @@ from devex import tokens
 from devex.infra.storage import storage_from_env
 from tests.conftest import ROOT
 from tests.support.ide_client import IdeClient
-from tests.support.runner_process import Runner, clean_env, free_port
+from tests.support.redis_server import free_port
+from tests.support.runner_process import Runner, clean_env
 from tests.support.waiting import wait_for
 
 KEY = tokens.repl_key("autosave-secret", "r1")
@@ -200,8 +201,7 @@ def test_sync_up_quiesces_the_runner_first(storage_env, tmp_path):
 
 # -- through the app -------------------------------------------------------------------------
 def _edit_through_the_ide(api, repl_id: str, path: str, content: str) -> None:
-    session = api.post(f"/api/repl/{repl_id}/session").json
-    with IdeClient(session["url"] + "ws", session["token"]) as ide:
+    with api.ide(repl_id) as ide:
         ide.welcome()
         reply = ide.call("updateContent", {"path": path, "content": content})
         assert reply == {"success": True, "path": path}
@@ -209,9 +209,7 @@ def _edit_through_the_ide(api, repl_id: str, path: str, content: str) -> None:
 
 def test_a_stop_right_after_an_edit_loses_nothing(app, api):
     storage = app.extensions["devex"].components.storage
-    repl_id = api.post("/api/repl/create", json={"name": "s", "template": "python"}).json[
-        "repl"]["id"]
-    api.wait_status(repl_id, "running")
+    repl_id = api.create_running("s", "python")
     _edit_through_the_ide(api, repl_id, "main.py", "print('typed just now')\n")
     assert api.post(f"/api/repl/{repl_id}/stop").status_code == 202
     api.wait_status(repl_id, "stopped")
@@ -223,11 +221,8 @@ def test_a_lost_workspace_keeps_what_was_autosaved(app, api):
     lost): the REPL comes back with every autosaved edit."""
     ext = app.extensions["devex"]
     storage = ext.components.storage
-    repl_id = api.post("/api/repl/create", json={"name": "k", "template": "bash"}).json[
-        "repl"]["id"]
-    api.wait_status(repl_id, "running")
-    session = api.post(f"/api/repl/{repl_id}/session").json
-    with IdeClient(session["url"] + "ws", session["token"]) as ide:
+    repl_id = api.create_running("k", "bash")
+    with api.ide(repl_id) as ide:
         ide.welcome()
         ide.call("updateContent", {"path": "main.sh", "content": "echo autosaved\n"})
         saved = ide.call("save", {})
@@ -246,17 +241,14 @@ def test_a_lost_workspace_keeps_what_was_autosaved(app, api):
     api.wait_status(repl_id, "stopped")
     assert api.post(f"/api/repl/{repl_id}/start").status_code == 202
     api.wait_status(repl_id, "running")
-    session = api.post(f"/api/repl/{repl_id}/session").json
-    with IdeClient(session["url"] + "ws", session["token"]) as ide:
+    with api.ide(repl_id) as ide:
         ide.welcome()
         assert ide.call("fetchContent", {"path": "main.sh"})["content"] == "echo autosaved\n"
 
 
 def test_heartbeats_put_autosave_trouble_in_the_events(app, api):
     ext = app.extensions["devex"]
-    repl_id = api.post("/api/repl/create", json={"name": "h", "template": "bash"}).json[
-        "repl"]["id"]
-    api.wait_status(repl_id, "running")
+    repl_id = api.create_running("h", "bash")
     token = tokens.sign(tokens.repl_key("test-secret", repl_id), repl_id, tokens.RUNNER_SCOPE)
     client = app.test_client()
 

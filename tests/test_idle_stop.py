@@ -10,8 +10,7 @@ import pytest
 
 from devex import create_app
 from tests.conftest import login_local
-from tests.support.ide_client import IdeClient
-from tests.support.runner_process import free_port
+from tests.support.redis_server import free_port
 
 
 @pytest.fixture
@@ -42,11 +41,8 @@ def served_app(data_dir) -> Iterator:
 def test_an_idle_repl_stops_itself_with_its_files_saved(served_app):
     api = login_local(served_app.test_client())
     ext = served_app.extensions["devex"]
-    repl_id = api.post("/api/repl/create", json={"name": "idle", "template": "bash"}).json[
-        "repl"]["id"]
-    api.wait_status(repl_id, "running")
-    session = api.post(f"/api/repl/{repl_id}/session").json
-    with IdeClient(session["url"] + "ws", session["token"]) as ide:
+    repl_id = api.create_running("idle", "bash")
+    with api.ide(repl_id) as ide:
         ide.welcome()
         ide.call("updateContent", {"path": "notes.txt", "content": "written, then idle"})
         # An open socket is not activity by itself: only traffic, output and programs are.
@@ -64,11 +60,8 @@ def test_a_running_program_keeps_the_repl_alive(served_app):
     """A silent program that runs for three idle periods is not cut short: had the runner
     called the core idle meanwhile, the stop would have ended it before its last line."""
     api = login_local(served_app.test_client())
-    repl_id = api.post("/api/repl/create", json={"name": "busy", "template": "bash"}).json[
-        "repl"]["id"]
-    api.wait_status(repl_id, "running")
-    session = api.post(f"/api/repl/{repl_id}/session").json
-    with IdeClient(session["url"] + "ws", session["token"]) as ide:
+    repl_id = api.create_running("busy", "bash")
+    with api.ide(repl_id) as ide:
         ide.welcome()
         ide.call("updateContent", {"path": "main.sh", "content": "sleep 6\necho survived\n"})
         run = ide.call("run", {}, reply="terminalConnected")["sessionId"]

@@ -6,8 +6,6 @@ from contextlib import contextmanager
 
 import pytest
 import redis
-from rq import SimpleWorker
-from rq.timeouts import TimerDeathPenalty
 
 from devex import create_app
 from devex.config import Settings
@@ -17,6 +15,7 @@ from devex.wiring import build
 from jobs import context
 from jobs import repl as repl_jobs
 from tests.conftest import login_local
+from tests.support.workers import ThreadWorker
 
 
 def make_repl(components, name="r", status=Status.CREATING, desired=Desired.STOPPED) -> Repl:
@@ -81,9 +80,6 @@ class FlakyCopy:
         return getattr(self._storage, name)
 
 
-class ThreadWorker(SimpleWorker):
-    death_penalty_class = TimerDeathPenalty
-
 
 def test_job_that_fails_then_succeeds_on_retry(components):
     components.storage = FlakyCopy(components.storage)
@@ -123,17 +119,12 @@ def uploads_failing(app, repl_id):
         aside.rename(prefix_dir)
 
 
-def start_python_repl(api, name):
-    repl_id = api.post("/api/repl/create", json={"name": name, "template": "python"}).json[
-        "repl"]["id"]
-    api.wait_status(repl_id, "running")
-    return repl_id
 
 
 def test_upload_failure_during_stop_keeps_files_and_a_later_stop_succeeds(app, api):
     """The REPL goes ``failed`` with the reason, the workspace stays, and nothing is lost."""
     ext = app.extensions["devex"]
-    repl_id = start_python_repl(api, "keep")
+    repl_id = api.create_running("keep")
     workspace = ext.settings.data_dir / "workspaces" / repl_id
     (workspace / "precious.txt").write_text("do not lose me")
 
@@ -215,7 +206,7 @@ def test_listing_costs_one_round_trip_whatever_the_count(components):
 
 def test_workspace_left_by_failed_stop_is_reused_not_overwritten(app, api):
     ext = app.extensions["devex"]
-    repl_id = start_python_repl(api, "w")
+    repl_id = api.create_running("w")
     workspace = ext.settings.data_dir / "workspaces" / repl_id
     (workspace / "main.py").write_text("print('edited')\n")
     with uploads_failing(app, repl_id):
@@ -259,7 +250,7 @@ def test_an_unexpected_error_fails_the_repl_instead_of_leaving_it_stuck(componen
 
 
 def test_files_a_stop_cannot_save_are_named_in_the_events(app, api):
-    repl_id = start_python_repl(api, "links")
+    repl_id = api.create_running("links")
     workspace = app.extensions["devex"].settings.data_dir / "workspaces" / repl_id
     (workspace / "escape").symlink_to("/etc/hostname")
     api.post(f"/api/repl/{repl_id}/stop")

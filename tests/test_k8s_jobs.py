@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
-from rq import SimpleWorker
-from rq.timeouts import TimerDeathPenalty
 
 from devex.config import Settings
 from devex.errors import NotFound
@@ -24,15 +22,13 @@ from devex.templates_catalog import Catalog
 from devex.wiring import Components
 from jobs import context
 from tests.support.fake_k8s import FakeKube
+from tests.support.workers import ThreadWorker
 
 NS = "devex-repls"
 KINDS = ("deployments", "services", "ingresses", "networkpolicies", "secrets", "pods")
 URL_TEMPLATE = "https://ide.example.test/r/{repl_id}/"
 ADA = Actor(id="1", login="ada")
 
-
-class ThreadWorker(SimpleWorker):
-    death_penalty_class = TimerDeathPenalty
 
 
 @pytest.fixture

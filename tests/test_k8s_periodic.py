@@ -8,8 +8,6 @@ from dataclasses import replace
 
 import fakeredis
 import pytest
-from rq import SimpleWorker
-from rq.timeouts import TimerDeathPenalty
 
 from devex.config import Settings
 from devex.infra.queue import JobQueue
@@ -22,13 +20,11 @@ from devex.templates_catalog import Catalog
 from devex.wiring import Components
 from jobs import context, periodic
 from tests.support.fake_k8s import FakeKube
+from tests.support.workers import ThreadWorker
 
 NS = "devex-repls"
 ADA = Actor(id="1", login="ada")
 
-
-class ThreadWorker(SimpleWorker):
-    death_penalty_class = TimerDeathPenalty
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ code under test runs exactly as against AWS, R2 or MinIO (signing, paging, retri
 from __future__ import annotations
 
 import functools
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,13 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.support.redis_server import free_port
+
 CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 REGION = "us-east-1"
 START_TIMEOUT = 30.0  # seconds; moto imports Flask and its backends before answering
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(url: str) -> bool:
@@ -47,7 +44,7 @@ def _answers(url: str) -> bool:
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The endpoint URL of a moto S3 server running for the whole test session."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "server.log"
     with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server

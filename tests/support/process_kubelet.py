@@ -44,7 +44,6 @@ import base64
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -55,6 +54,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tests.support.redis_server import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 _LOOPBACK = re.compile(r"\b(?:127\.0\.0\.1|localhost|0\.0\.0\.0):(\d+)\b")
 LOG_TAIL_LINES, LOG_TAIL_BYTES = 80, 2048  # what the kubelet keeps of a log as message
@@ -64,10 +65,6 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ConfigError(Exception):
@@ -443,7 +440,7 @@ class ProcessKubelet:
 
     def _port(self, run: PodRun, port: int) -> int:
         if port not in run.ports:
-            run.ports[port] = _free_port()
+            run.ports[port] = free_port()
         return run.ports[port]
 
     def _ports_in(self, run: PodRun, value: str) -> str:
