@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.support.moto_server",
     "tests.support.browser",
     "tests.support.fake_github",
+    "tests.support.k8s_env",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -48,12 +48,6 @@ class Events(list):
 
 
 @pytest.fixture
-def fake():
-    with FakeKube() as kube:
-        yield kube
-
-
-@pytest.fixture
 def settings():
     return Settings(secret_key=SECRET, runtime="kubernetes", storage="s3", s3_bucket="repls",
                     start_timeout=10, k8s_stop_timeout=10, core_url="http://devex-web.devex:8000")

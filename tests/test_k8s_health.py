@@ -13,19 +13,12 @@ from devex.config import Settings
 from devex.infra.runtime.kubernetes import KubernetesRuntime
 from devex.infra.storage.s3 import S3Storage
 from tests.conftest import kill_runners, login_local
-from tests.support.fake_k8s import FakeKube
 
 
 def closed_port() -> int:
     with socket.socket() as s:  # nothing listens there afterwards: connections are refused
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def fake():
-    with FakeKube() as kube:
-        yield kube
 
 
 @pytest.fixture

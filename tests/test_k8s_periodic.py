@@ -6,21 +6,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import fakeredis
 import pytest
 
-from devex.config import Settings
-from devex.infra.queue import JobQueue
-from devex.infra.redis_store import ReplStore
 from devex.infra.runtime.kubernetes import KubernetesRuntime
-from devex.infra.storage.local import LocalStorage
 from devex.models import Status
 from devex.services.repls import Actor, ReplService
-from devex.templates_catalog import Catalog
-from devex.wiring import Components
-from jobs import context, periodic
-from tests.support.fake_k8s import FakeKube
-from tests.support.workers import ThreadWorker
+from jobs import periodic
+from tests.support.k8s_env import bound_components, run_jobs
 
 NS = "devex-repls"
 ADA = Actor(id="1", login="ada")
@@ -28,39 +20,14 @@ ADA = Actor(id="1", login="ada")
 
 
 @pytest.fixture
-def fake():
-    with FakeKube() as kube:
-        yield kube
-
-
-@pytest.fixture
 def components(fake, tmp_path):
-    settings = Settings.from_env(
-        {"DEVEX_RUNTIME": "kubernetes", "DEVEX_AUTH": "local"},
-        secret_key="s" * 40, data_dir=tmp_path / "data", start_timeout=30,
-        storage="s3", s3_bucket="repls", core_url="http://devex-web.devex.svc:8000",
-        k8s_stop_timeout=5, job_retry_intervals=(0, 0), lock_wait=0,
-    )
-    conn = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    comps = Components(
-        settings=settings, redis=conn, store=ReplStore(conn),
-        jobs=JobQueue(conn, settings.queue_name, settings.job_retry_intervals),
-        storage=LocalStorage(tmp_path / "storage"),
-        runtime=KubernetesRuntime(settings, api_client=fake.api_client()),
-        catalog=Catalog.load(settings.templates_dir),
-    )
-    context.bind_thread(comps)
-    yield comps
-    context.bind_thread(None)
+    yield from bound_components(fake, tmp_path, start_timeout=30,
+                                core_url="http://devex-web.devex.svc:8000")
 
 
 @pytest.fixture
 def service(components):
     return ReplService(components)
-
-
-def run_jobs(components) -> None:
-    ThreadWorker([components.jobs.queue], connection=components.redis).work(burst=True)
 
 
 def messages(components, repl_id: str) -> str:

@@ -26,7 +26,6 @@ from devex.infra.runtime.kubernetes.pods import (
 from devex.models import Repl
 from devex.templates_catalog import Catalog
 from devex.tokens import CONTROL_SCOPE, IDE_SCOPE, TokenError, repl_key, verify
-from tests.support.fake_k8s import FakeKube
 
 NS = "devex-repls"
 KINDS = ("deployments", "services", "ingresses", "networkpolicies", "secrets")
@@ -37,12 +36,6 @@ UPLOAD_DENIED = (
     "not upload notes.txt: S3 upload 'alice/0123456789ab/notes.txt' failed: AccessDenied\n"
     "runner: sync-up failed: sync up incomplete, nothing deleted: notes.txt: S3 upload "
     "'alice/0123456789ab/notes.txt' failed: AccessDenied Access Denied\n")
-
-
-@pytest.fixture
-def fake():
-    with FakeKube() as kube:
-        yield kube
 
 
 @pytest.fixture
