@@ -1,6 +1,7 @@
 # Devex core: one image for the web process (default) and the RQ worker.
 #   web:     docker run IMAGE                       (gunicorn wsgi:app on :8000)
-#   worker:  docker run IMAGE rq worker --url "$DEVEX_REDIS_URL" devex
+#   worker:  docker run IMAGE rq worker -c devex.rq_config -w jobs.worker.DevexWorker \
+#              --with-scheduler --url "$DEVEX_REDIS_URL" devex
 FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,5 +26,5 @@ USER 10001:10001
 
 ENV HOME=/tmp
 EXPOSE 8000
-CMD ["gunicorn", "wsgi:app", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", \
+CMD ["gunicorn", "-c", "python:devex.gunicorn_conf", "wsgi:app", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", \
      "--worker-tmp-dir", "/tmp", "--access-logfile", "-"]

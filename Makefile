@@ -36,8 +36,10 @@ bench: $(VENV)/.dev-deps
 	./scripts/ensure-test-tools wrk
 	$(BIN)/python -m bench
 
+# One RQ worker for the cluster wiring (README): jobs, retries and the periodic jobs.
 worker: $(VENV)/.deps
-	$(BIN)/rq worker -w jobs.worker.DevexWorker --with-scheduler devex
+	$(BIN)/rq worker -c devex.rq_config --url "$${DEVEX_REDIS_URL:-redis://127.0.0.1:6379/0}" \
+		-w jobs.worker.DevexWorker --with-scheduler "$${DEVEX_QUEUE_NAME:-devex}"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

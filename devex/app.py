@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 from datetime import timedelta
@@ -20,9 +19,10 @@ from devex.config import Settings
 from devex.extension import DevexExtension
 from devex.headers import init_headers
 from devex.hosts import init_hosts
-from devex.infra.embedded_state import DataDirLock, Snapshotter
+from devex.infra.embedded_state import EmbeddedState
 from devex.infra.embedded_worker import EmbeddedWorker
 from devex.openapi import init_openapi
+from devex.operations import init_operations
 from devex.services.repls import ReplService
 from devex.wiring import build
 
@@ -58,7 +58,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     )
     app.config.update({k: v for k, v in test_config.items() if not k.startswith("DEVEX_")})
 
-    components = build(settings, connection=test_config.get("REDIS_CONNECTION"))
+    connection = test_config.get("REDIS_CONNECTION")
+    embedded = None
+    if settings.embedded and connection is None:
+        # Before any client is used: the data dir's lock, and its holder's Redis server.
+        embedded = EmbeddedState.open(settings)
+    components = build(settings, connection=connection)
     ext = DevexExtension(settings=settings, components=components, repls=ReplService(components))
     app.extensions["devex"] = ext
     if settings.trusted_proxies:
@@ -67,6 +72,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
 
     init_hosts(app, settings)  # first: no hook runs for a request to an unknown host
+    init_operations(app)  # logs, request ids, metrics, Redis outages: before other hooks
     jsonbody.install(json_parser)  # bounded JSON bodies, every failure a 400
     weblogs.install()  # no OAuth code/state in access logs
     init_headers(app)
@@ -77,28 +83,24 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         app.register_blueprint(blueprint)
     app.cli.add_command(devex_cli)
 
-    snapshot = None
     run_worker = settings.run_embedded_worker
-    if settings.embedded:
-        lock = DataDirLock(settings.data_dir / "embedded.lock")
-        if lock.acquire():
-            # The in-process Redis survives restarts through a snapshot in the data dir.
-            snapshot = Snapshotter(components.redis, settings.data_dir / "state.json")
-            if snapshot.restore():
-                resumed = ext.repls.resume_interrupted()
-                log.info("embedded state restored; %d interrupted jobs resumed", len(resumed))
-            atexit.register(snapshot.save)
-            ext.closers += [snapshot.save, lock.release]
-        else:
-            log.warning(
-                "another Devex process uses %s: this one runs no jobs and keeps no "
-                "state (embedded mode is one process)",
-                settings.data_dir,
-            )
-            run_worker = False
-    if run_worker:
-        ext.worker = EmbeddedWorker(
-            components.jobs, components, after_each=snapshot.save if snapshot else None
+    if embedded is not None and embedded.owner:
+        ext.closers.append(embedded.close)  # last: after the worker and other closers
+        # What the previous process left: its jobs were cut short by its end.
+        found = embedded.recover(components)
+        resumed = ext.repls.resume_interrupted()
+        components.jobs.enqueue("jobs.periodic.reconcile")  # runners vs statuses, now
+        log.info("embedded state: %s; %d interrupted jobs resumed", found, len(resumed))
+    elif embedded is not None:
+        log.warning(
+            "another Devex process holds %s: this one shares its Redis but runs no jobs "
+            "(they run in that process)",
+            settings.data_dir,
         )
+        run_worker = False
+    if run_worker:
+        ext.worker = EmbeddedWorker(components.jobs, components)
         ext.worker.start()
+    if embedded is not None and embedded.owner:
+        ext.close_at_exit()
     return app

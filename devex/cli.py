@@ -7,10 +7,13 @@ import yaml
 from flask import current_app
 from flask.cli import AppGroup
 
+from devex.cli_admin import cull_idle_command, reconcile_command, repls_cli
 from devex.config import ConfigError, Settings
 from devex.templates_catalog import Catalog, TemplateError
 
 devex_cli = AppGroup("devex", help="Devex operator commands.")
+for _command in (repls_cli, reconcile_command, cull_idle_command):  # devex/cli_admin.py
+    devex_cli.add_command(_command)
 
 # The real key is derived from DEVEX_SECRET_KEY when the REPL starts; never printed here.
 KEY_PLACEHOLDER = "set-when-the-repl-starts"

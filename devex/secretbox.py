@@ -2,8 +2,8 @@
 
 ``cryptography``'s Fernet (AES-128-CBC + HMAC-SHA256, with a timestamp) does the work; its
 key is derived from ``DEVEX_SECRET_KEY`` with HKDF and a purpose label, so each use gets its
-own key and none of them is the secret key itself. A copy of Redis or of embedded mode's
-``state.json`` then holds only ciphertext. Changing ``DEVEX_SECRET_KEY`` makes what was
+own key and none of them is the secret key itself. A copy of Redis (or of embedded mode's
+append-only file) then holds only ciphertext. Changing ``DEVEX_SECRET_KEY`` makes what was
 sealed unreadable: ``open`` answers None and callers treat that as "no secret on file".
 """
 

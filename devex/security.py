@@ -13,8 +13,10 @@ import secrets
 
 from flask import current_app, g, request, session
 
+from devex.auth import prefetch
 from devex.errors import Forbidden, Unauthorized, Unavailable
 from devex.services.repls import Actor, plausible_id
+from devex.services.tokens import hash_token
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -81,11 +83,18 @@ def auth_method() -> str | None:
     return g.get("auth_method")
 
 
-def _actor_for(user_id: str) -> Actor | None:
+def _wanted() -> list[str]:
     # A read of one REPL gets its record in the same round trip as the user's.
-    repl_id = (request.view_args or {}).get("repl_id") if request.method in SAFE_METHODS else None
-    wanted = [repl_id] if isinstance(repl_id, str) and plausible_id(repl_id) else []
-    user, seen = devex().components.store.get_user_with_repls(user_id, wanted)
+    return [r for r in prefetch.repl_ids_read(request.view_args, request.method)
+            if plausible_id(r)]
+
+
+def _actor_for(user_id: str) -> Actor | None:
+    ahead = prefetch.take(user_id)  # fetched with the credential (devex.auth.prefetch)
+    if ahead is not None:
+        user, seen = ahead.user, ahead.repls
+    else:
+        user, seen = devex().components.store.get_user_with_repls(user_id, _wanted())
     if user is None:
         return None
     # Standing (suspended, or a GitHub re-check due) from the record just read: no extra
@@ -98,6 +107,17 @@ def _actor_for(user_id: str) -> Actor | None:
     return Actor(id=user.id, login=user.login, is_admin=is_admin, seen=seen)
 
 
+def _read_token(token_hash: str) -> dict[str, str] | None:
+    """A token's record, read with the records of the user it named last time."""
+    ext = auth_ext()
+    guess = ext.owners.get(token_hash) if ext.owners is not None else None
+    raw, found = devex().components.store.read_with_user(
+        ext.tokens.store.key(token_hash), "hash", guess, _wanted())
+    if found is not None:
+        prefetch.keep(prefetch.Prefetched(guess, *found))
+    return raw or None
+
+
 def current_actor() -> Actor | None:
     if "actor" in g:
         return g.actor
@@ -107,10 +127,12 @@ def current_actor() -> Actor | None:
     if token is not None:
         # An explicit credential decides alone: a bad token never falls back to the cookie.
         ext = auth_ext()
-        record = ext.tokens.authenticate(token) if ext is not None else None
+        record = ext.tokens.authenticate(token, _read_token) if ext is not None else None
         if record is not None:
             actor = _actor_for(record.user_id)
             method = BEARER if actor is not None else None
+            if actor is not None and ext.owners is not None:
+                ext.owners.remember(hash_token(token), record.user_id)
         g.bearer_refused = actor is None
     else:
         if getattr(session, "store_down", False) and current_app.config[
@@ -121,6 +143,10 @@ def current_actor() -> Actor | None:
         if uid:
             actor = _actor_for(uid)
             method = SESSION if actor is not None else None
+            if actor is not None:
+                remember = getattr(current_app.session_interface, "remember_owner", None)
+                if remember is not None:
+                    remember(session, uid)
             if g.get("refused_standing"):
                 logout()  # a suspended user's session ends, server-side too
     g.actor = actor

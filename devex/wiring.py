@@ -33,10 +33,11 @@ def connect_redis(settings: Settings) -> redis.Redis:
             socket_connect_timeout=5,
             health_check_interval=30,
         )
-    # Embedded mode: an in-process Redis; RQ and the store share it.
-    import fakeredis  # only embedded mode needs it (and Lua for it)
+    # Embedded mode: the data dir's own redis-server, on a unix socket; the holder of the
+    # data dir's lock starts it (devex.infra.embedded_state).
+    from devex.infra.embedded_redis import connect
 
-    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    return connect(settings.data_dir)
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -8,25 +8,30 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError
 from redis import RedisError
 from rq import get_current_job
 
+from devex import metrics
 from devex.errors import (
     FilesNotSaved,
+    LeaseLost,
     LockBusy,
     NotFound,
     RuntimeFailure,
     RuntimeUnavailable,
     TransitionRefused,
 )
+from devex.infra.lease import Lease
 from devex.infra.storage import StorageError
 from devex.infra.storage.seed import publish_templates, template_prefix
 from devex.models import Desired, Status, utcnow
 from devex.redact import redact
 from devex.services.repls import ReplService
 from jobs import context
+from jobs.locking import hold, superseded
 
 log = logging.getLogger(__name__)
 
@@ -42,30 +47,62 @@ def _final_attempt() -> bool:
     return job is None or not job.retries_left
 
 
-def _run(repl_id: str, expected: Status, work: Callable, what: str) -> str:
-    """Run ``work`` under the REPL's lock if the REPL is still ``expected``. On failure the
-    REPL becomes ``failed`` (from ``expected``) with the reason, so no failure leaves it
-    stuck mid-change."""
+def _run(repl_id: str, expected: Status, work: Callable, what: str,
+         kind: str | None = None) -> str:
+    """Run ``work(c, repl, lease)`` under the REPL's lock if the REPL is still
+    ``expected``. On failure the REPL becomes ``failed`` (from ``expected``) with the
+    reason, so no failure leaves it stuck mid-change -- unless this job's lease ended:
+    then another job may be acting, and this one writes nothing. ``kind`` names the job in
+    the job metrics (None: not a lifecycle job)."""
     c = context.get()
-    owned = (expected,)
+    job = get_current_job()
+    outcome = "error"
     try:
-        with c.store.lock(repl_id, wait=c.settings.lock_wait):
+        outcome = _attempt(c, job, repl_id, expected, work, what)
+    except LeaseLost:
+        outcome = "lease_lost"
+        raise
+    except TRANSIENT:
+        outcome = "retry"
+        raise
+    finally:
+        if kind is not None and job is not None and job.enqueued_at is not None:
+            metrics.observe_job(c.redis, kind, outcome, _since(job.enqueued_at))
+    return outcome
+
+
+def _attempt(c, job, repl_id: str, expected: Status, work: Callable, what: str) -> str:
+    me = job.id if job is not None else ""
+    owned = (expected,)
+    held: Lease | None = None
+    try:
+        repl = c.store.get(repl_id)
+        if repl is None or repl.status != expected:
+            return "skipped"  # already done, superseded, or deleted: no need to wait
+        if superseded(c, repl_id, me):
+            return "superseded"
+        with hold(c, repl_id, me, wait=c.settings.lock_wait) as held:
             repl = c.store.get(repl_id)
             if repl is None or repl.status != expected:
                 return "skipped"  # already done, superseded, or deleted
-            return work(c, repl)
+            return work(c, repl, held)
+    except LeaseLost:
+        raise  # another job may be acting: not a word from this one
     except TransitionRefused:
         return "superseded"  # a person moved it on meanwhile (a delete, say); their job acts
     except FINAL as exc:
+        _unless_lost(held, exc)
         _fail(c, repl_id, owned, f"{what} failed: {exc}")
         return "failed"
     except TRANSIENT as exc:
+        _unless_lost(held, exc)
         if _final_attempt():
             _fail(c, repl_id, owned, f"{what} failed: {exc}")
             return "failed"
         c.store.add_event(repl_id, "retry", _safe(c, f"{what} hit a problem, retrying: {exc}"))
         raise
     except Exception as exc:  # a bug: show a failure instead of a REPL stuck mid-change
+        _unless_lost(held, exc)
         _fail(
             c,
             repl_id,
@@ -73,6 +110,18 @@ def _run(repl_id: str, expected: Status, work: Callable, what: str) -> str:
             f"{what} failed: unexpected {type(exc).__name__} (details in the worker log)",
         )
         raise
+
+
+def _unless_lost(held: Lease | None, exc: Exception) -> None:
+    """A job whose lease ended reports nothing: the job that took over does."""
+    if held is not None and held.lost:
+        raise LeaseLost(f"gave up after losing the lock: {exc}") from exc
+
+
+def _since(moment: datetime) -> float:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - moment).total_seconds()
 
 
 def _safe(c, message: str) -> str:
@@ -91,8 +140,15 @@ def _fail(c, repl_id: str, owned: tuple[Status, ...], reason: str) -> None:
     c.store.add_event(repl_id, "failed", reason)
 
 
-def _progress(c, repl_id: str):
-    return lambda kind, message: c.store.add_event(repl_id, kind, _safe(c, message))
+def _progress(c, repl_id: str, lease: Lease):
+    """Events from the runtime; each first checks the lease, so a job that lost it stops
+    at its next step."""
+
+    def report(kind: str, message: str) -> None:
+        lease.check()
+        c.store.add_event(repl_id, kind, _safe(c, message))
+
+    return report
 
 
 def _ensure_files(c, repl) -> None:
@@ -109,8 +165,9 @@ def _ensure_files(c, repl) -> None:
 
 
 def create(repl_id: str) -> str:
-    def work(c, repl):
+    def work(c, repl, lease):
         _ensure_files(c, repl)
+        lease.check()
         # Start or stop may have been asked while the files were copied: the stored
         # ``desired`` decides, checked in the same atomic step as the change.
         for _ in range(3):
@@ -133,14 +190,16 @@ def create(repl_id: str) -> str:
         c.store.add_event(repl_id, "stopped", "Ready; not started.")
         return "stopped"
 
-    return _run(repl_id, Status.CREATING, work, "Creating")
+    return _run(repl_id, Status.CREATING, work, "Creating", "create")
 
 
-def _start(c, repl) -> str:
+def _start(c, repl, lease) -> str:
     _ensure_files(c, repl)  # a retry after a create whose copy failed
     template = c.catalog.get(repl.template)
+    lease.check()
     c.store.add_event(repl.id, "starting", "Starting the runner.")
-    result = c.runtime.start(repl, template, _progress(c, repl.id))
+    result = c.runtime.start(repl, template, _progress(c, repl.id, lease))
+    lease.check()
     try:
         c.store.transition(
             repl.id,
@@ -163,7 +222,7 @@ def _start(c, repl) -> str:
 
 
 def start(repl_id: str) -> str:
-    return _run(repl_id, Status.STARTING, _start, "Starting")
+    return _run(repl_id, Status.STARTING, _start, "Starting", "start")
 
 
 def stop(repl_id: str, force: bool = False) -> str:
@@ -171,8 +230,8 @@ def stop(repl_id: str, force: bool = False) -> str:
     so a force stop asked while a save runs takes effect, and a late force job never
     discards the files of a later, ordinary stop."""
 
-    def work(c, repl):
-        progress = _progress(c, repl_id)
+    def work(c, repl, lease):
+        progress = _progress(c, repl_id, lease)
         forced = c.store.get_field(repl_id, "stop_force") == "1"
         if forced:
             c.store.add_event(repl_id, "force-stop", "Stopping without saving files.")
@@ -188,6 +247,7 @@ def stop(repl_id: str, force: bool = False) -> str:
                 "Saving failed; force stop requested: stopping without saving files.",
             )
             c.runtime.stop(repl, progress, save=False)
+        lease.check()
         c.store.transition(
             repl_id,
             Status.STOPPED,
@@ -202,15 +262,53 @@ def stop(repl_id: str, force: bool = False) -> str:
         )
         return "stopped"
 
-    return _run(repl_id, Status.STOPPING, work, "Stopping")
+    return _run(repl_id, Status.STOPPING, work, "Stopping", "stop")
 
 
 def delete(repl_id: str) -> str:
-    def work(c, repl):
-        c.runtime.stop(repl, _progress(c, repl_id), save=False)
+    def work(c, repl, lease):
+        c.runtime.stop(repl, _progress(c, repl_id, lease), save=False)
+        lease.check()
         removed = c.storage.delete_prefix(repl.storage_prefix)
+        c.runtime.discard(repl_id)  # its runner's logs and records go with it
         log.info("REPL %s deleted with %d files", repl_id, removed)
+        lease.check()
         c.store.delete(repl)
         return "deleted"
 
-    return _run(repl_id, Status.DELETING, work, "Deleting")
+    return _run(repl_id, Status.DELETING, work, "Deleting", "delete")
+
+
+# Runners that should not be up: reconcile finds them (``jobs.periodic``).
+STRAY_STATUSES = (Status.STOPPED, Status.FAILED, Status.CREATING)
+
+
+def stop_stray(repl_id: str, status: str) -> str:
+    """Stop, saving its files, a runner that is up although the REPL is ``status``
+    (stopped, failed or creating): a start whose record was lost, a restart. The REPL
+    keeps its status; only the runner goes, as an ordinary stop would take it."""
+    expected = Status(status)
+
+    def work(c, repl, lease):
+        if not c.runtime.is_running(repl):
+            return "gone"  # it stopped by itself meanwhile
+        if expected == Status.CREATING:
+            # A runner ran from these files, so the starter files were copied: a create
+            # resumed later must not copy them again over what the runner saved.
+            c.store.set_fields(repl_id, files_ready="1")
+        try:
+            c.runtime.stop(repl, _progress(c, repl_id, lease), save=True)
+        except FilesNotSaved as exc:
+            lease.check()
+            c.store.add_event(repl_id, "repair", _safe(
+                c, f"A runner was still up although the REPL is {status}; its files could "
+                   f"not be saved, so it is kept and tried again later: {exc}"))
+            return "kept"
+        lease.check()
+        c.store.add_event(repl_id, "repair", f"Stopped a runner that was still up although "
+                          f"the REPL is {status}; its files were saved first.")
+        if expected == Status.CREATING:
+            ReplService(c).enqueue_job("jobs.repl.create", repl_id)  # now finish creating
+        return "stopped"
+
+    return _run(repl_id, expected, work, "Stopping a runner left up")

@@ -13,6 +13,7 @@ from devex.auth import sessions
 from devex.models import Desired, Repl, Status
 from devex.services import tokens as token_service
 from tests.support.auth_helpers import (
+    OTHER,
     OWNER,
     add_users,
     bearer,
@@ -98,6 +99,69 @@ def test_last_used_is_written_at_most_once_a_minute_but_revocation_is_immediate(
     assert client.get("/api/repl/", headers=bearer(new.plaintext)).status_code == 200
     service.revoke(OWNER[0], new.token.id)
     assert client.get("/api/repl/", headers=bearer(new.plaintext)).status_code == 401
+
+
+def round_trips(monkeypatch) -> list[int]:
+    """Counts what the app sends to Redis: one send is one round trip (a pipeline or a
+    script included)."""
+    sent = [0]
+    original = redis.connection.Connection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent[0] += 1
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    return sent
+
+
+def test_reading_one_repl_is_one_round_trip_by_session_and_by_token(app, monkeypatch):
+    repl_id = create_repl(app, OWNER[0])
+    api = session_api(app, OWNER[0])
+    by_token = app.test_client()
+    token = bearer(new_token(app, OWNER[0]))
+    api.get(f"/api/repl/{repl_id}")  # the first read learns whose credential it is
+    by_token.get(f"/api/repl/{repl_id}", headers=token)
+    sent = round_trips(monkeypatch)
+    for client, headers in ((api.client, None), (by_token, token)):
+        sent[0] = 0
+        resp = client.get(f"/api/repl/{repl_id}", headers=headers)
+        assert resp.status_code == 200 and resp.json["id"] == repl_id
+        assert sent[0] == 1, headers
+
+
+def test_a_remembered_owner_is_checked_against_the_credential_read_with_it(app):
+    """The owner remembered for a credential only decides what is fetched along: a wrong
+    one (here planted) is never believed, and logout, suspension and revocation still act
+    on the very next request."""
+    mine = create_repl(app, OWNER[0])
+    theirs = create_repl(app, OTHER[0], "theirs")
+    api = session_api(app, OWNER[0])
+    token = new_token(app, OWNER[0])
+    owners = app.extensions["devex_auth"].owners
+    assert api.get(f"/api/repl/{mine}").status_code == 200
+    for credential in list(owners._owners):
+        owners._owners[credential] = OTHER[0]  # as if the process had it wrong
+    assert api.get(f"/api/repl/{theirs}").status_code == 404
+    assert api.get(f"/api/repl/{mine}").json["id"] == mine
+    by_token = app.test_client()
+    assert by_token.get(f"/api/repl/{theirs}", headers=bearer(token)).status_code == 404
+    assert by_token.get(f"/api/repl/{mine}", headers=bearer(token)).status_code == 200
+
+    app.extensions["devex_auth"].accounts.suspend(OWNER[0], "test")
+    assert by_token.get(f"/api/repl/{mine}", headers=bearer(token)).status_code == 401
+    assert api.get(f"/api/repl/{mine}").status_code == 401
+
+
+def test_after_logout_the_remembered_session_opens_nothing(app):
+    repl_id = create_repl(app, OWNER[0])
+    api = session_api(app, OWNER[0])
+    cookie = api.client.get_cookie("session").value
+    assert api.get(f"/api/repl/{repl_id}").status_code == 200
+    assert api.post("/auth/logout").status_code in (200, 204)
+    replay = app.test_client()
+    replay.set_cookie("session", cookie)
+    assert replay.get(f"/api/repl/{repl_id}").status_code == 401
 
 
 def _many(app, count: int) -> list[str]:

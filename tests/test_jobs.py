@@ -15,6 +15,7 @@ from devex.wiring import build
 from jobs import context
 from jobs import repl as repl_jobs
 from tests.conftest import login_local
+from tests.support.recovery import backdate
 from tests.support.workers import ThreadWorker
 
 
@@ -339,12 +340,12 @@ def test_a_late_force_job_never_discards_a_later_ordinary_stop(components, monke
     assert saves == [True]
 
 
-def test_reconcile_does_not_duplicate_a_job_that_only_waits(components, monkeypatch):
+def test_reconcile_does_not_duplicate_a_job_that_only_waits(components):
     from jobs import periodic
 
     svc, ada = service(components)
     repl = svc.create(ada, "queued", "bash", start=False).repl  # its job waits in the queue
-    monkeypatch.setattr(periodic, "STUCK_AFTER", 0)
+    backdate(components.redis, repl.id)  # quiet for long: only its job's state counts
     assert periodic.reconcile()["resumed"] == []
     assert len(components.jobs.queue.job_ids) == 1
     components.jobs.queue.empty()  # now the job is really lost

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from jobs import context, periodic
+from tests.support.recovery import backdate
 
 
 @pytest.fixture
@@ -27,14 +28,15 @@ def test_reconcile_marks_a_vanished_runner_failed_and_start_recovers(app, api, b
     os.killpg(record["pid"], signal.SIGKILL)  # the runner crashes
     os.waitpid(record["pid"], 0)
 
-    assert periodic.reconcile() == {"orphans": [], "vanished": [repl_id], "resumed": []}
+    assert periodic.reconcile() == {"orphans": [], "quarantined": [], "vanished": [repl_id],
+                                    "stray": [], "resumed": []}
     failed = api.repl(repl_id).json
     assert failed["status"] == "failed" and "stopped unexpectedly" in failed["error"]
     assert api.post(f"/api/repl/{repl_id}/start").status_code == 202
     api.wait_status(repl_id, "running")
 
 
-def test_reconcile_resumes_a_repl_stuck_mid_change(app, api, bound, monkeypatch):
+def test_reconcile_resumes_a_repl_stuck_mid_change(app, api, bound):
     """A start whose job was lost (worker killed): reconcile enqueues it again once the
     REPL has not moved for a while, and it completes."""
     bound_worker = app.extensions["devex"].worker
@@ -43,7 +45,7 @@ def test_reconcile_resumes_a_repl_stuck_mid_change(app, api, bound, monkeypatch)
                                                  "start": False}).json["repl"]["id"]
     bound.jobs.queue.empty()  # the create job is lost
     assert periodic.reconcile()["resumed"] == []  # too recent to call stuck
-    monkeypatch.setattr(periodic, "STUCK_AFTER", 0)
+    backdate(bound.redis, repl_id)  # quiet for longer than the grace (one lock lease)
     assert periodic.reconcile()["resumed"] == [repl_id]
     assert [j.func_name for j in bound.jobs.queue.jobs] == ["jobs.repl.create"]
     from jobs import repl as repl_jobs
@@ -52,12 +54,16 @@ def test_reconcile_resumes_a_repl_stuck_mid_change(app, api, bound, monkeypatch)
     assert "resume" in [e.kind for e in bound.store.events(repl_id)]
 
 
-def test_reconcile_reports_runtime_objects_without_a_repl_and_keeps_them(app, bound):
+def test_reconcile_quarantines_runtime_objects_without_a_repl(app, bound):
     orphan = bound.settings.data_dir / "workspaces" / "0123456789ab"
     orphan.mkdir(parents=True)
     (orphan / "f.txt").write_text("x")
-    assert periodic.reconcile()["orphans"] == ["0123456789ab"]
-    assert (orphan / "f.txt").read_text() == "x"  # maybe someone's unsaved work
+    found = periodic.reconcile()
+    assert found["orphans"] == found["quarantined"] == ["0123456789ab"]
+    assert not orphan.exists()
+    saved = [o.key for o in bound.storage.list("_orphans/0123456789ab/")]
+    assert len(saved) == 1 and saved[0].endswith("/f.txt")  # maybe someone's unsaved work
+    assert bound.storage.read(saved[0]) == b"x"
 
 
 def test_cull_idle_stops_idle_repls_saving_files(app, api, bound):

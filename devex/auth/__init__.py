@@ -14,6 +14,7 @@ from limits.strategies import RateLimiter
 
 from devex.auth.cors import init_cors
 from devex.auth.limits import init_limiter
+from devex.auth.prefetch import Owners
 from devex.auth.sessions import init_sessions
 from devex.config import Settings
 from devex.infra.account_store import AccountStore
@@ -30,10 +31,12 @@ class AuthExtension:
     limiter: RateLimiter
     settings: Settings
     accounts: Accounts | None = None  # standing and admin rights (devex.services.accounts)
+    owners: Owners | None = None  # which user a credential named (devex.auth.prefetch)
 
 
 def init_auth(app: APIFlask, settings: Settings, components) -> AuthExtension:
-    init_sessions(app, settings, components)
+    owners = Owners()
+    init_sessions(app, settings, components, owners)
     limiter = init_limiter(app, settings)
     ext = AuthExtension(
         tokens=ApiTokenService(TokenStore(components.redis), per_user=settings.api_tokens_per_user),
@@ -46,6 +49,7 @@ def init_auth(app: APIFlask, settings: Settings, components) -> AuthExtension:
             allowed_orgs=settings.github_allowed_orgs,
             recheck_seconds=settings.github_recheck_seconds,
         ),
+        owners=owners,
     )
     app.extensions["devex_auth"] = ext
     if settings.auth_mode == "github":

@@ -11,13 +11,15 @@ from flask_session import Session
 from flask_session.redis import RedisSessionInterface
 from redis import RedisError
 
+from devex.auth import prefetch
 from devex.config import Settings
 from devex.infra import keys
 
 log = logging.getLogger(__name__)
 
 
-def init_sessions(app: APIFlask, settings: Settings, components) -> None:
+def init_sessions(app: APIFlask, settings: Settings, components,
+                  owners: prefetch.Owners) -> None:
     """Sessions live in Redis (the in-process one in embedded mode); the cookie holds only a
     random id. Cookie flags (Secure in github mode, HttpOnly, SameSite=Lax) come from the
     factory's ``SESSION_COOKIE_*`` settings."""
@@ -37,6 +39,8 @@ def init_sessions(app: APIFlask, settings: Settings, components) -> None:
         app, client=components.redis, key_prefix=keys.SESSION_PREFIX, use_signer=False
     )
     app.session_interface.refresh_seconds = refresh_interval(settings)
+    app.session_interface.store = components.store
+    app.session_interface.owners = owners
 
 
 def refresh_interval(settings: Settings) -> int:
@@ -66,6 +70,24 @@ class RefreshingSessions(RedisSessionInterface):
             return fresh
 
     refresh_seconds = 3600
+    store = None  # ReplStore: the session is read with its user's records (devex.auth.prefetch)
+    owners: prefetch.Owners | None = None
+
+    def _retrieve_session_data(self, store_id: str) -> dict | None:
+        if self.store is None or self.owners is None:
+            return super()._retrieve_session_data(store_id)
+        guess = self.owners.get(store_id)
+        wanted = prefetch.repl_ids_ahead() if guess else []
+        raw, found = self.store.read_with_user(store_id, "string", guess, wanted)
+        if found is not None:
+            prefetch.keep(prefetch.Prefetched(guess, *found))
+        return self.serializer.decode(raw) if raw else None
+
+    def remember_owner(self, session, user_id: str) -> None:
+        """The session just named ``user_id``: fetch that user with it next time."""
+        if self.owners is not None and getattr(session, "sid", None):
+            self.owners.remember(self._get_store_id(session.sid), user_id)
+
     REFRESHED = "_refreshed"  # when the session's expiry last moved forward (epoch s)
 
     def save_session(self, app, session, response) -> None:
@@ -73,6 +95,10 @@ class RefreshingSessions(RedisSessionInterface):
             return
         if session and time.time() - session.get(self.REFRESHED, 0) >= self.refresh_seconds:
             session[self.REFRESHED] = int(time.time())  # modified: stored again, new cookie
+        if not session.modified:  # the common read: nothing to store, no cookie to send
+            if session.accessed:
+                response.vary.add("Cookie")
+            return
         try:
             super().save_session(app, session, response)
         except RedisError as exc:

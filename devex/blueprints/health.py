@@ -1,17 +1,25 @@
-"""Liveness, readiness and metrics for operators."""
+"""Liveness, readiness and metrics for operators.
+
+None of these can be held up by a dependency: ``/healthz`` touches none, ``/readyz``
+answers from the Redis watch's last check (``devex.degraded``), ``/api/admin/health`` waits
+at most ``DEVEX_HEALTH_TIMEOUT`` for its checks (``devex.probes``), and ``/metrics`` reads
+Redis only while the watch says it is up.
+"""
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from apiflask import APIBlueprint
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from flask import request
 from redis import RedisError
 
 from devex import schemas
-from devex.infra.storage import StorageError
-from devex.models import Status
-from devex.redact import redact
+from devex.errors import Unauthorized
+from devex.metrics import CONTENT_TYPE
+from devex.operations import ops
+from devex.probes import run_all
 from devex.security import devex, require_admin
 
 log = logging.getLogger(__name__)
@@ -31,13 +39,14 @@ def healthz():
 def readyz():
     # Only what this process cannot serve without. Storage and Kubernetes are used by the
     # workers, not by requests: a blip there must not take every web pod out of service.
-    c = devex().components
-    redis_state = _probe(lambda: c.redis.ping(), (RedisError,))
-    if redis_state != "ok":
-        log.error("not ready: redis %s", redis_state)
+    try:
+        ready = ops().redis_ready(devex().components)
+    except RedisError as exc:  # the in-process Redis, asked directly
+        log.error("not ready: redis %s", exc)
+        ready = False
     # Anyone may ask: whether, never why (an error can name hosts, buckets, credentials).
-    checks = {"redis": "ok" if redis_state == "ok" else "unavailable"}
-    return checks, 200 if checks["redis"] == "ok" else 503
+    checks = {"redis": "ok" if ready else "unavailable"}
+    return checks, 200 if ready else 503
 
 
 @bp.get("/api/admin/health")
@@ -47,31 +56,21 @@ def readyz():
                    503: "A dependency is down"})
 def dependencies():
     require_admin()
-    c = devex().components
-    checks = {
-        "redis": _probe(lambda: c.redis.ping(), (RedisError,)),
-        "storage": _probe(c.storage.check, (StorageError,)),
-        "runtime": _probe(c.runtime.check, (Exception,)),  # any runtime error counts
-    }
+    operations = ops()
+    # All at once, each with the same time limit; a check still under way from an earlier
+    # call is waited on, not started again.
+    checks = run_all(operations.probes, operations.settings.health_timeout)
     return checks, 200 if all(v == "ok" for v in checks.values()) else 503
-
-
-def _probe(fn, errors) -> str:
-    try:
-        fn()
-    except errors as exc:
-        return redact(f"error: {type(exc).__name__}: {exc}")[:200]
-    return "ok"
 
 
 @bp.get("/metrics")
 @bp.doc(hide=True)  # Prometheus text, not part of the JSON contract
 def metrics():
-    registry = CollectorRegistry()
-    gauge = Gauge("devex_repls", "REPLs by status", ["status"], registry=registry)
-    counts = {s.value: 0 for s in Status}
-    for repl in devex().components.store.list_all():
-        counts[repl.status.value] += 1
-    for status, n in counts.items():
-        gauge.labels(status=status).set(n)
-    return generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+    token = ops().settings.metrics_token
+    if token:
+        scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                sent.strip().encode(), token.encode()):
+            raise Unauthorized("Metrics need the bearer token (DEVEX_METRICS_TOKEN).",
+                               headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    return ops().metrics.render(), 200, {"Content-Type": CONTENT_TYPE}

@@ -1,18 +1,21 @@
 """The in-process worker of embedded mode: an RQ ``SimpleWorker`` on a thread.
 
 RQ's worker assumes the main thread (signal handlers, SIGALRM timeouts); here it runs
-beside the development server, so those are replaced by thread-safe equivalents, and due
-retries are moved to the queue by this loop instead of RQ's forked scheduler process.
+beside the development server, so those are replaced by thread-safe equivalents, due
+retries are moved to the queue by this loop instead of RQ's forked scheduler process, and
+the periodic jobs are enqueued by RQ's ``CronScheduler`` with the registrations of
+``jobs/cron.py`` (the same as ``rq worker --with-scheduler`` runs), driven from this loop.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
-from rq import SimpleWorker
+import redis
+from rq import Queue, SimpleWorker
+from rq.cron import CronScheduler
 from rq.registry import ScheduledJobRegistry
 from rq.timeouts import TimerDeathPenalty
 
@@ -48,7 +51,7 @@ class EmbeddedWorker:
 
     @staticmethod
     def _safely(fn, *args) -> None:
-        # This thread is the only worker: one failed snapshot or enqueue must not end it.
+        # This thread is the only worker: one failed snapshot must not end it.
         try:
             fn(*args)
         except Exception:
@@ -56,27 +59,39 @@ class EmbeddedWorker:
 
     def _run(self) -> None:
         from jobs import context
+        from jobs.cron import periodic_cron
 
         context.bind_thread(self.components)
         queue = self.jobs.queue
         worker = _ThreadWorker([queue], connection=queue.connection)
         registry = ScheduledJobRegistry(queue=queue)
-        interval = self.components.settings.periodic_interval
-        next_periodic = time.monotonic() + interval
+        cron = periodic_cron(queue.connection, self.components.settings,
+                             logging_level="WARNING")
+        pause = 1.0
         while not self._stop.is_set():
-            if time.monotonic() >= next_periodic:
-                next_periodic = time.monotonic() + interval
-                for name in ("jobs.periodic.reconcile", "jobs.periodic.cull_idle"):
-                    self._safely(self.jobs.enqueue, name)
             self.jobs.wakeup.clear()
-            for job_id in registry.get_jobs_to_schedule():
-                job = queue.fetch_job(job_id)
-                registry.remove(job_id)
-                if job is not None:
-                    queue.enqueue_job(job)
-            if queue.count:
-                worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+            try:
+                self._round(queue, worker, registry, cron)
+                pause = 1.0
+            except redis.RedisError as exc:
+                # Redis away (a real one beside the app): this thread is the only worker,
+                # so it waits and tries again rather than end.
+                log.warning("embedded worker: Redis failed (%s); trying again in %.0f s",
+                            exc, pause)
+                pause = min(pause * 2, 10.0)
             if self.after_each is not None:
                 self._safely(self.after_each)
-            # Woken at once by an enqueue; the timeout only serves scheduled retries.
-            self.jobs.wakeup.wait(timeout=1.0)
+            # Woken at once by an enqueue; the timeout serves retries and periodic jobs.
+            self.jobs.wakeup.wait(timeout=pause)
+
+    @staticmethod
+    def _round(queue: Queue, worker: _ThreadWorker, registry: ScheduledJobRegistry,
+               cron: CronScheduler) -> None:
+        cron.enqueue_jobs()
+        for job_id in registry.get_jobs_to_schedule():
+            job = queue.fetch_job(job_id)
+            registry.remove(job_id)
+            if job is not None:
+                queue.enqueue_job(job)
+        if queue.count:
+            worker.work(burst=True, with_scheduler=False, logging_level="WARNING")

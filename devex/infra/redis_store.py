@@ -6,19 +6,28 @@ half-applied and two racing requests cannot both win.
 
 from __future__ import annotations
 
-import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.client import Pipeline
 
-from devex.errors import Conflict, LockBusy, NotFound, QuotaExceeded, TransitionRefused
-from devex.infra import keys
+from devex.errors import (
+    Conflict,
+    LockBusy,
+    NotFound,
+    QuotaExceeded,
+    TransitionRefused,
+    Unavailable,
+)
+from devex.infra import keys, lease
 from devex.infra import store_scripts as scripts
 from devex.models import Desired, Event, Repl, Status, User, allowed_sources, utcnow
 
 EVENTS_KEPT = 200
+LEASE_SECONDS = 15.0  # jobs pass DEVEX_LOCK_LEASE
+CREATE_ATTEMPTS = 20  # a create retried this often when a watched key changed meanwhile
 META_PREFIX = keys.repl_meta("")
 
 
@@ -27,11 +36,14 @@ def _decode(value):
 
 
 def _as_str_dict(raw: dict) -> dict[str, str]:
-    return {_decode(k): _decode(v) for k, v in raw.items()}
+    # On the hot path: one type check per record, not two per field.
+    if raw and isinstance(next(iter(raw)), bytes):
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    return dict(raw)
 
 
 def _pairs_to_dict(flat: list) -> dict[str, str]:
-    items = [_decode(v) for v in flat]
+    items = [v.decode() for v in flat] if flat and isinstance(flat[0], bytes) else flat
     return dict(zip(items[::2], items[1::2], strict=True))
 
 
@@ -52,41 +64,63 @@ class ReplStore:
         self._touch = connection.register_script(scripts.TOUCH)
         self._add_event = connection.register_script(scripts.ADD_EVENT)
         self._release = connection.register_script(scripts.RELEASE)
+        self._renew = connection.register_script(scripts.RENEW)
+        self._take_over = connection.register_script(scripts.TAKE_OVER)
+        self._create_check = connection.register_script(scripts.CREATE_CHECK)
+        self._read_with_user = connection.register_script(scripts.READ_WITH_USER)
 
     # -- REPLs -------------------------------------------------------------------------
-    def create(self, repl: Repl, *, quota: int = -1, max_active: int = -1) -> None:
+    def create(
+        self,
+        repl: Repl,
+        *,
+        quota: int = -1,
+        max_active: int = -1,
+        fields: dict[str, str] | None = None,
+        event: Event | None = None,
+        then: Callable[[Pipeline], object] | None = None,
+    ) -> None:
         """Record a new REPL: unique name (ignoring case), at most ``quota`` REPLs, and,
-        when it is to start, at most ``max_active`` running ones — all in one step."""
-        result = _decode(
-            self._create(
-                keys=[
-                    keys.repl_meta(repl.id),
-                    keys.user_repls(repl.owner_id),
-                    keys.user_repl_names(repl.owner_id),
-                    keys.ALL_REPLS,
-                ],
-                args=[
-                    name_key(repl.name),
-                    repl.id,
-                    quota,
-                    time.time(),
-                    max_active if repl.desired == Desired.RUNNING else -1,
-                    META_PREFIX,
-                    *_flatten(repl.to_hash()),
-                ],
-            )
-        )
-        if result == "name_taken":
-            raise Conflict(f"You already have a REPL named {repl.name!r}.", code="name_taken")
-        if result == "quota":
-            raise QuotaExceeded(
-                f"You have reached your limit of {quota} REPLs; delete one first.",
-                headers={"Retry-After": "60"},
-            )
-        if result == "running_quota":
-            raise running_quota_exceeded(max_active)
-        if result != "ok":
-            raise Conflict("That REPL id is already in use.")
+        when it is to start, at most ``max_active`` running ones — all in one step, with
+        ``fields`` besides the record's own and ``event`` as its first event. ``then``
+        adds commands (the create job's enqueue) to the same MULTI/EXEC: the REPL and its
+        job exist together or not at all, whenever the caller dies."""
+        meta = keys.repl_meta(repl.id)
+        script_keys = [meta, keys.user_repls(repl.owner_id),
+                       keys.user_repl_names(repl.owner_id), keys.ALL_REPLS]
+        active_limit = max_active if repl.desired == Desired.RUNNING else -1
+        args = [name_key(repl.name), repl.id, quota, time.time(), active_limit, META_PREFIX,
+                *_flatten({**repl.to_hash(), **(fields or {})})]
+        with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(CREATE_ATTEMPTS):
+                try:
+                    # The checks run first, writing nothing, on watched keys: everything
+                    # they read. A change to any of it before EXEC drops the transaction,
+                    # and the create is tried again.
+                    pipe.watch(*script_keys[:3])
+                    if active_limit >= 0:
+                        ids = pipe.zrange(script_keys[1], 0, -1)
+                        if ids:
+                            pipe.watch(*(keys.repl_meta(_decode(i)) for i in ids))
+                    _refuse(_decode(self._create_check(keys=script_keys, args=args,
+                                                       client=pipe)), repl, quota, max_active)
+                    pipe.multi()
+                    self._create(keys=script_keys, args=args, client=pipe)
+                    if event is not None:
+                        self._add_event(keys=[meta, keys.repl_events(repl.id)],
+                                        args=[event.to_json(), EVENTS_KEPT], client=pipe)
+                    if then is not None:
+                        then(pipe)
+                    result = _decode(pipe.execute()[0])
+                    break
+                except redis.WatchError:
+                    continue
+            else:
+                raise Unavailable("Too many changes to your REPLs at once; try again.",
+                                  headers={"Retry-After": "1"})
+        # Refused inside the transaction: only if something unwatched changed, which the
+        # checks above rule out. A job enqueued with it would find no REPL and do nothing.
+        _refuse(result, repl, quota, max_active)
 
     def get(self, repl_id: str) -> Repl | None:
         raw = self.redis.hgetall(keys.repl_meta(repl_id))
@@ -238,20 +272,57 @@ class ReplStore:
 
     # -- locks -------------------------------------------------------------------------
     @contextmanager
-    def lock(self, repl_id: str, ttl_seconds: int = 900, wait: float = 0):
-        """Hold the REPL's lock for one job, waiting up to ``wait`` seconds for another job
-        to finish with it; raise ``LockBusy`` if it is still held then."""
-        token = secrets.token_hex(16)
+    def lock(
+        self,
+        repl_id: str,
+        ttl_seconds: float = LEASE_SECONDS,
+        wait: float = 0,
+        *,
+        holder: str = "",
+        is_dead: Callable[[str], bool] | None = None,
+        on_takeover: Callable[[str], object] | None = None,
+        keep: Callable[[], bool] | None = None,
+    ) -> Iterator[lease.Lease]:
+        """Hold the REPL's lock for one job (``holder``: its RQ job id) as a lease of
+        ``ttl_seconds``, renewed in the background until the block ends. Waits up to
+        ``wait`` seconds for another holder, then raises ``LockBusy`` -- except that a
+        holder ``is_dead`` says is gone is taken over at once (``on_takeover(its id)``)
+        instead of waiting out its lease. ``keep``: renew only while it says True."""
         key = keys.repl_lock(repl_id)
+        value = lease.new_value(holder)
+        ms = max(1, int(ttl_seconds * 1000))
         deadline = time.monotonic() + wait
-        while not self.redis.set(key, token, nx=True, ex=ttl_seconds):
+        asked = 0.0  # when is_dead was last asked: at most once a second, it reads RQ
+        while True:
+            sent = time.monotonic()
+            if self.redis.set(key, value, nx=True, px=ms):
+                break
+            current = _decode(self.redis.get(key))
+            if current is None:
+                continue  # freed meanwhile: try again at once
+            if is_dead is not None and time.monotonic() - asked >= 1:
+                asked = time.monotonic()
+                old = lease.holder_of(current)
+                if is_dead(old) and self._take_over(keys=[key], args=[current, value, ms]):
+                    if on_takeover is not None:
+                        on_takeover(old)
+                    break
             if time.monotonic() >= deadline:
                 raise LockBusy(f"REPL {repl_id} is locked by another job")
-            time.sleep(0.2)
+            time.sleep(0.2)  # polling: Redis has no "wait until this key is gone"
+        held = lease.Lease(self.redis, key, value, ttl_seconds, self._renew, self._release,
+                           taken_at=sent, keep=keep)
+        held.start()
         try:
-            yield token
+            yield held
         finally:
-            self._release(keys=[key], args=[token])
+            held.release()
+
+    def lock_holder(self, repl_id: str) -> str | None:
+        """Who holds the REPL's lock: None when it is free, else the holder's job id
+        ("" when it names none)."""
+        value = _decode(self.redis.get(keys.repl_lock(repl_id)))
+        return None if value is None else lease.holder_of(value)
 
     # -- users -------------------------------------------------------------------------
     def upsert_user(self, user: User) -> User:
@@ -287,12 +358,34 @@ class ReplStore:
         for repl_id in repl_ids:
             pipe.hgetall(keys.repl_meta(repl_id))
         raw_user, *raw_repls = pipe.execute()
-        user = User.from_hash(_as_str_dict(raw_user)) if raw_user else None
-        repls = {
-            repl_id: Repl.from_hash(_as_str_dict(raw)) if raw else None
-            for repl_id, raw in zip(repl_ids, raw_repls, strict=True)
-        }
-        return user, repls
+        return _user_and_repls(raw_user, repl_ids, raw_repls)
+
+    def read_with_user(
+        self, credential_key: str, kind: str, user_id: str | None, repl_ids: Iterable[str]
+    ) -> tuple[object, tuple[User | None, dict[str, Repl | None]] | None]:
+        """In one command: a credential (``kind`` "string": its value; "hash": its fields as
+        a dict) and, if ``user_id`` is given, that user's record and some REPL records.
+        Returns the credential and ``(user, repls)`` (None without ``user_id``)."""
+        repl_ids = list(repl_ids) if user_id else []
+        extra = [keys.user(user_id), *map(keys.repl_meta, repl_ids)] if user_id else []
+        head, *rest = self._read_with_user(keys=[credential_key, *extra], args=[kind])
+        if kind == "hash":
+            head = _pairs_to_dict(head)
+        if not user_id:
+            return head, None
+        raw_user, *raw_repls = (_pairs_to_dict(flat) for flat in rest)
+        return head, _user_and_repls(raw_user, repl_ids, raw_repls)
+
+
+def _user_and_repls(
+    raw_user: dict, repl_ids: list[str], raw_repls: list[dict]
+) -> tuple[User | None, dict[str, Repl | None]]:
+    user = User.from_hash(_as_str_dict(raw_user)) if raw_user else None
+    repls = {
+        repl_id: Repl.from_hash(_as_str_dict(raw)) if raw else None
+        for repl_id, raw in zip(repl_ids, raw_repls, strict=True)
+    }
+    return user, repls
 
 
 def running_quota_exceeded(limit: int) -> QuotaExceeded:
@@ -300,6 +393,22 @@ def running_quota_exceeded(limit: int) -> QuotaExceeded:
         f"You may run at most {limit} REPLs at once; stop one first.",
         headers={"Retry-After": "60"},
     )
+
+
+def _refuse(result: str, repl: Repl, quota: int, max_active: int) -> None:
+    """Raise the error a create script's answer stands for (nothing for 'ok')."""
+    if result == "ok":
+        return
+    if result == "name_taken":
+        raise Conflict(f"You already have a REPL named {repl.name!r}.", code="name_taken")
+    if result == "quota":
+        raise QuotaExceeded(
+            f"You have reached your limit of {quota} REPLs; delete one first.",
+            headers={"Retry-After": "60"},
+        )
+    if result == "running_quota":
+        raise running_quota_exceeded(max_active)
+    raise Conflict("That REPL id is already in use.")
 
 
 def _flatten(mapping: dict[str, str]) -> list[str]:

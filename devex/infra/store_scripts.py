@@ -26,17 +26,32 @@ local function active(user_key, prefix, skip)
 end
 """
 
+# Why a new REPL may not be recorded (nil: it may). KEYS and ARGV as for CREATE.
+_CREATE_REFUSAL = """
+local function refusal()
+  if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 'name_taken' end
+  if tonumber(ARGV[3]) >= 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+    return 'quota'
+  end
+  if tonumber(ARGV[5]) >= 0 and active(KEYS[2], ARGV[6], ARGV[2]) >= tonumber(ARGV[5]) then
+    return 'running_quota'
+  end
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+  return nil
+end
+"""
+
+# The checks of CREATE alone, writing nothing: run under WATCH before the transaction that
+# records the REPL together with its job (so a refused create enqueues nothing).
+CREATE_CHECK = _ACTIVE + _CREATE_REFUSAL + """
+return refusal() or 'ok'
+"""
+
 # KEYS: meta, userRepls, names, allRepls.
 # ARGV: lname, id, quota, score, max_active (-1: no check), meta prefix, then field pairs.
-CREATE = _ACTIVE + """
-if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then return 'name_taken' end
-if tonumber(ARGV[3]) >= 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  return 'quota'
-end
-if tonumber(ARGV[5]) >= 0 and active(KEYS[2], ARGV[6], ARGV[2]) >= tonumber(ARGV[5]) then
-  return 'running_quota'
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
+CREATE = _ACTIVE + _CREATE_REFUSAL + """
+local why = refusal()
+if why then return why end
 for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
@@ -148,7 +163,35 @@ redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
 return 1
 """
 
+# The REPL lock (devex/infra/lease.py). KEYS: the lock. ARGV: the holder's value.
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# ARGV: the holder's value, the lease in milliseconds. 0: it is not ours any more.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# ARGV: the value of the dead holder seen, ours, the lease in milliseconds. 0: the lock
+# changed hands meanwhile (someone else was quicker), nothing written.
+TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS[1]: a credential (a session string, or a token hash: ARGV[1] says which); then the
+# user's hash and any REPL hashes. One command: an authenticated read's only round trip.
+READ_WITH_USER = """
+local out = {}
+if ARGV[1] == 'hash' then
+  out[1] = redis.call('HGETALL', KEYS[1])
+else
+  out[1] = redis.call('GET', KEYS[1])
+end
+for i = 2, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
+return out
 """

@@ -79,6 +79,11 @@ class TokenStore:
         raw = self.redis.hgetall(keys.api_token(token_hash))
         return _as_dict(raw) if raw else None
 
+    @staticmethod
+    def key(token_hash: str) -> str:
+        """The token's record (a hash), for reading it together with others."""
+        return keys.api_token(token_hash)
+
     def list_for_user(self, user_id: str) -> list[dict[str, str]]:
         hashes = [_decode(h) for h in self.redis.hvals(keys.user_tokens(user_id))]
         if not hashes:

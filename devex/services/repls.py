@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from devex import tokens
+from devex import metrics, tokens
 from devex.errors import InvalidInput, NotFound, TransitionRefused
 from devex.models import Desired, Event, Repl, Status, utcnow
 from devex.redact import redact
@@ -134,11 +134,21 @@ class ReplService:
             updated_at=now,
         )
         settings = self.c.settings
-        self.store.create(repl, quota=settings.quota_repls, max_active=settings.quota_running)
-        self.store.add_event(
-            repl_id, "created", f"Created from the {template} template.", actor.login
+        jobs = self.c.jobs
+        job_id = str(uuid.uuid4())
+        # The record, its first event and its job in one MULTI/EXEC: a web process that
+        # dies half-way leaves all or nothing, never a REPL no job works on.
+        self.store.create(
+            repl,
+            quota=settings.quota_repls,
+            max_active=settings.quota_running,
+            fields={"job_id": job_id},
+            event=Event(at=now, kind="created", message=f"Created from the {template} "
+                        "template.", actor=actor.login),
+            then=lambda pipe: jobs.enqueue("jobs.repl.create", repl_id, job_id=job_id,
+                                           pipeline=pipe),
         )
-        job_id = self.enqueue_job("jobs.repl.create", repl_id)
+        jobs.notify()
         return Outcome(self.store.require(repl_id), job_id)
 
     def start(self, actor: Actor, repl_id: str) -> Outcome:
@@ -226,24 +236,36 @@ class ReplService:
         return Outcome(self.store.require(repl_id), self.enqueue_job("jobs.repl.delete", repl_id))
 
     def resume_interrupted(self, quiet_for: float = 0) -> list[str]:
-        """Enqueue again the job of every REPL caught mid-change whose lock is free and
-        that has not changed for ``quiet_for`` seconds (its job was lost: a restart, a
-        worker killed mid-job, a failed enqueue). Jobs are safe to run twice."""
+        """Enqueue again the job of every REPL caught mid-change that no job attends to
+        (``unattended``) and that has not changed for ``quiet_for`` seconds (its job was
+        lost: a worker killed mid-job, a restart, a failed enqueue). Jobs are safe to run
+        twice."""
         cutoff = datetime.now(UTC) - timedelta(seconds=quiet_for)
         resumed = []
         for repl in self.store.list_all():
             job = RESUME_JOBS.get(repl.status)
             if job is None or _parse_time(repl.updated_at) > cutoff:
                 continue
-            if self.store.is_locked(repl.id):
-                continue  # a job is on it right now
-            if self.c.jobs.is_pending(self.store.get_field(repl.id, "job_id")):
-                continue  # its job is only waiting in a busy queue
+            if not self.unattended(repl.id, grace=quiet_for):
+                continue
             # (A stop job reads ``stop_force`` from the record: nothing to pass on.)
-            self.store.add_event(repl.id, "resume", "Resuming an interrupted change.")
+            change = job.rsplit(".", 1)[-1]
+            self.store.add_event(repl.id, "resume",
+                                 f"Resumed the interrupted {change} after its worker stopped.")
             self.enqueue_job(job, repl.id)
+            metrics.count_repair(self.c.redis, "resumed")
             resumed.append(repl.id)
         return resumed
+
+    def unattended(self, repl_id: str, grace: float) -> bool:
+        """True when no job works on the REPL or is about to: its lock is free (or held by
+        a job RQ says is over), and its last job neither waits for a worker nor started
+        less than ``grace`` seconds ago. A job started before that which holds no lock
+        died with its worker: nothing else would leave the lock free."""
+        holder = self.store.lock_holder(repl_id)
+        if holder is not None and not self.c.jobs.is_dead(holder):
+            return False  # a job is on it right now (or a holder only its lease can end)
+        return not self.c.jobs.may_still_run(self.store.get_field(repl_id, "job_id"), grace)
 
     # -- IDE and runner ----------------------------------------------------------------
     def ide_session(self, actor: Actor, repl_id: str) -> dict:

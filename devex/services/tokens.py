@@ -150,12 +150,17 @@ class ApiTokenService:
         if not self.store.revoke(user_id, token_id):
             raise NotFound("No such token.")  # another user's token looks exactly like none
 
-    def authenticate(self, plaintext: str | None) -> ApiToken | None:
-        """The token's record when the plaintext is a live token; records its use."""
+    def authenticate(
+        self, plaintext: str | None,
+        read: Callable[[str], dict[str, str] | None] | None = None,
+    ) -> ApiToken | None:
+        """The token's record when the plaintext is a live token; records its use.
+        ``read(token_hash)`` may fetch the record along with other reads (one round trip);
+        by default the store's ``get_by_hash``."""
         if not plaintext or not plaintext.startswith(TOKEN_PREFIX) or len(plaintext) > 200:
             return None
         token_hash = hash_token(plaintext)
-        raw = self.store.get_by_hash(token_hash)
+        raw = (read or self.store.get_by_hash)(token_hash)
         if raw is None:
             return None
         token = ApiToken.from_record(raw)

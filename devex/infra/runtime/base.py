@@ -52,3 +52,8 @@ class Runtime(ABC):
     @abstractmethod
     def list_managed(self) -> list[ManagedObject]:
         """Everything this runtime manages, for reconciliation."""
+
+    def discard(self, repl_id: str) -> None:  # noqa: B027 - optional, empty on purpose
+        """Remove what is left of a deleted REPL besides its runner (logs, records), once
+        it is stopped. Safe when nothing is left. Nothing by default: a pod's logs go with
+        the pod."""

@@ -263,6 +263,15 @@ class LocalRuntime(Runtime):
     def is_running(self, repl: Repl) -> bool:
         return self._alive(self._record(repl.id))
 
+    def discard(self, repl_id: str) -> None:
+        """The runner's log, record and sync lock, and a half-fetched workspace: nothing
+        of a deleted REPL stays in the data dir."""
+        for path in (self.records / f"{repl_id}.log", self._record_path(repl_id),
+                     self._lock_path(repl_id)):
+            path.unlink(missing_ok=True)
+        partial = self.workspace(repl_id)
+        shutil.rmtree(partial.with_name(partial.name + ".partial"), ignore_errors=True)
+
     def list_managed(self) -> list[ManagedObject]:
         found = []
         if self.records.exists():

@@ -1,0 +1,46 @@
+"""gunicorn settings for Devex's web: ``gunicorn -c python:devex.gunicorn_conf wsgi:app``.
+
+- ``logger_class``: gunicorn's own lines (the master's too, from its first one) as JSON
+  like the app's (``devex.logs``), unless embedded or ``DEVEX_LOG_FORMAT=text``. Without
+  this file only the lines written after a worker loaded the app are JSON.
+- With ``PROMETHEUS_MULTIPROC_DIR`` (several workers, one ``/metrics``): the directory is
+  made and emptied when gunicorn starts (without ``--preload``: workers load the app
+  after that), and a worker that exits is marked dead, as prometheus_client asks.
+
+Every other option still comes from the command line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gunicorn.glogging import Logger
+
+from devex.logs import configure_json, secrets_of, wants_json_env
+
+
+class JsonLogger(Logger):
+    def setup(self, cfg) -> None:
+        super().setup(cfg)  # gunicorn's handlers and destinations, then our format on them
+        configure_json(secrets_of(os.environ))
+
+
+if wants_json_env(os.environ):
+    logger_class = JsonLogger
+
+
+def on_starting(server) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        # Counts of an earlier run would be added to this one's.
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+
+
+def child_exit(server, worker) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
