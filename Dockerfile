@@ -16,6 +16,7 @@ RUN pip install -r requirements.txt -c constraints.txt
 
 COPY wsgi.py ./
 COPY devex/ devex/
+COPY devex_shared/ devex_shared/
 COPY jobs/ jobs/
 COPY runner/ runner/
 COPY repl_templates/ repl_templates/

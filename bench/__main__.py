@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import embedded_latency, http_wrk, lifecycle, listing_round_trips, runner_ide
+from bench import (
+    embedded_latency,
+    http_wrk,
+    k8s_api_calls,
+    lifecycle,
+    listing_round_trips,
+    runner_ide,
+)
 from tests.support.redis_server import running_redis as redis_server
 
 
@@ -17,6 +24,7 @@ def main() -> None:
         results.update(lifecycle.run(url))
     results.update(embedded_latency.run())
     results.update(runner_ide.run())
+    results.update(k8s_api_calls.run())
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

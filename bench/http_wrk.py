@@ -24,11 +24,11 @@ import requests
 
 from devex import create_app
 from devex.config import Settings
-from devex.infra.token_store import TokenStore
+from devex.infra.api_token_store import ApiTokenStore
 from devex.models import Desired, Repl, Status, User
-from devex.services.tokens import ApiTokenService
+from devex.services.api_tokens import ApiTokenService
 from devex.wiring import build
-from tests.support.redis_server import free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -83,7 +83,7 @@ def wrk_p50_ms(url: str, headers: dict[str, str]) -> float:
 def seed(settings: Settings) -> dict:
     """Users with 1, 100 and 1,000 REPLs, a personal token each, straight into Redis."""
     c = build(settings)
-    tokens = ApiTokenService(TokenStore(c.redis), per_user=50)
+    tokens = ApiTokenService(ApiTokenStore(c.redis), per_user=50)
     seeded = {}
     for size in LIST_SIZES:
         user = c.store.upsert_user(User(id=f"bench{size}", login=f"bench{size}"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import redis
 
 from devex.infra.redis_store import ReplStore
-from devex.models import Repl, utcnow
+from devex.models import Repl
+from devex.timestamps import utcnow
 
 
 def count_calls(fn) -> int:

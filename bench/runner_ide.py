@@ -8,13 +8,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from devex import tokens
+from devex_shared import access_tokens
 from tests.support.ide_client import IdeClient
 from tests.support.runner_process import Runner
 
 ECHOES = 300
 UPDATES = 50
-KEY = tokens.repl_key("bench", "r1")
+KEY = access_tokens.repl_key("bench", "r1")
 
 
 def rss_mib(pid: int) -> float:
@@ -39,7 +39,7 @@ def run() -> dict:
     runner = Runner(ws, root, RUNNER_REPL_ID="r1", RUNNER_KEY=KEY, HOME=str(root))
     try:
         pid = runner.proc.pid
-        token = tokens.sign(KEY, "r1", tokens.IDE_SCOPE)
+        token = access_tokens.sign(KEY, "r1", access_tokens.IDE_SCOPE)
         with IdeClient(runner.url + "ws", token) as ide:
             ide.welcome()
             idle = rss_mib(pid)

@@ -2,8 +2,9 @@
 
 
 def create_app(test_config=None):
-    # Imported lazily so that ``devex.infra.storage`` and ``devex.tokens`` stay usable by
-    # the runner image, which ships without Flask.
+    # Imported lazily: importing a ``devex`` module (as the workers' code does) need not load
+    # Flask and the whole web app. (The runner imports none of ``devex``: it has
+    # ``devex_shared``.)
     from devex.app import create_app as _create_app
 
     return _create_app(test_config)

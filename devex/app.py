@@ -11,20 +11,30 @@ from apiflask import APIFlask
 from apiflask.schema_adapters.marshmallow import parser as json_parser
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from devex import errorhandlers, jsonbody, weblogs
-from devex.auth import init_auth
-from devex.blueprints import api, auth, dashboard, health
+from devex.blueprints import (
+    admin,
+    admin_pages,
+    api,
+    api_token_pages,
+    api_tokens,
+    auth,
+    dashboard,
+    health,
+)
 from devex.cli import devex_cli
 from devex.config import Settings
 from devex.extension import DevexExtension
-from devex.headers import init_headers
-from devex.hosts import init_hosts
 from devex.infra.embedded_state import EmbeddedState
-from devex.infra.embedded_worker import EmbeddedWorker
-from devex.openapi import init_openapi
-from devex.operations import init_operations
 from devex.services.repls import ReplService
+from devex.web import errorhandlers, jsonbody, weblogs
+from devex.web.auth import init_auth
+from devex.web.headers import init_headers
+from devex.web.hosts import init_hosts
+from devex.web.openapi import init_openapi
+from devex.web.operations import init_operations
+from devex.web.pages import init_pages
 from devex.wiring import build
+from jobs.embedded_worker import EmbeddedWorker
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +74,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         # Before any client is used: the data dir's lock, and its holder's Redis server.
         embedded = EmbeddedState.open(settings)
     components = build(settings, connection=connection)
-    ext = DevexExtension(settings=settings, components=components, repls=ReplService(components))
+    ext = DevexExtension(components=components, repls=ReplService(components))
     app.extensions["devex"] = ext
     if settings.trusted_proxies:
         # Behind the ingress: scheme and host come from X-Forwarded-* (OAuth callback URLs).
@@ -77,9 +87,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     weblogs.install()  # no OAuth code/state in access logs
     init_headers(app)
     init_openapi(app, components.catalog)
-    init_auth(app, settings, components)
+    auth_ext = init_auth(app, settings, components)
     errorhandlers.register(app)
-    for blueprint in (api.bp, auth.bp, health.bp, dashboard.bp):
+    init_pages(app)  # what the dashboard's templates show with
+    # Every blueprint, in one place: GitHub's login (GitHub mode), the JSON routes (the
+    # OpenAPI document lists them in this order), then the dashboard's page families.
+    github_login = () if auth_ext.github_login is None else (auth_ext.github_login,)
+    for blueprint in (*github_login, api_tokens.bp, admin.bp, api.bp, auth.bp, health.bp,
+                      dashboard.bp, api_token_pages.bp, admin_pages.bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(devex_cli)
 

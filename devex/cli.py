@@ -8,7 +8,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from devex.cli_admin import cull_idle_command, reconcile_command, repls_cli
-from devex.config import ConfigError, Settings
+from devex.config import Settings
 from devex.templates_catalog import Catalog, TemplateError
 
 devex_cli = AppGroup("devex", help="Devex operator commands.")
@@ -38,10 +38,10 @@ def manifests_command(template_id: str, repl_id: str, owner: str, owner_id: str)
     from devex.infra.runtime.kubernetes import manifests
     from devex.models import Repl
 
+    settings = _settings()  # a bad setting: click shows its one line (ConfigError)
     try:
-        settings = _settings()
         catalog = Catalog.load(settings.templates_dir)
-    except (ConfigError, TemplateError, OSError) as exc:
+    except (TemplateError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     template = catalog.get(template_id)
     if template is None:
@@ -52,10 +52,10 @@ def manifests_command(template_id: str, repl_id: str, owner: str, owner_id: str)
                 owner_login=owner, storage_prefix=f"{owner}/{repl_id}/")
     try:
         objects = manifests.all_objects(repl, template, settings, KEY_PLACEHOLDER)
-    except (ValueError, ConfigError) as exc:
+    except ValueError as exc:  # a name or label Kubernetes would refuse
         raise click.ClickException(str(exc)) from None
     click.echo(f"# flask devex manifests --template {template.id} --repl-id {repl_id}")
-    click.echo(f"# namespace {settings.k8s_namespace}; the runner key Secret holds a "
+    click.echo(f"# namespace {settings.kubernetes.namespace}; the runner key Secret holds a "
                "placeholder here")
     click.echo(yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True), nl=False)
 

@@ -20,10 +20,10 @@ from redis import RedisError
 
 from devex.errors import DevexError, RuntimeFailure, RuntimeUnavailable
 from devex.infra import keys
-from devex.infra.storage import StorageError
 from devex.models import Status
-from devex.redact import redact
 from devex.services.repls import Actor, ReplService
+from devex_shared.redact import redact
+from devex_shared.storage import StorageError
 
 OPERATOR = "operator"
 # What a command may run into; anything else is a bug and keeps its traceback.

@@ -9,17 +9,18 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from devex.config_kubernetes import KubernetesSettings
+from devex.errors import ConfigError
+
+__all__ = ["ConfigError", "KubernetesSettings", "Settings"]
 
 PREFIX = "DEVEX_"
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 HOST = re.compile(r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")  # a leading dot: any subdomain
-
-
-class ConfigError(ValueError):
-    """The configuration cannot work; raised at start-up, never per request."""
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -51,8 +52,6 @@ class Settings:
     s3_secret_access_key: str = ""
     s3_path_style: bool = False
     runtime: str = "local"  # "local" | "kubernetes"
-    k8s_namespace: str = "devex-repls"
-    kubeconfig: str = ""
     repl_url_template: str = "https://repl.example.com/{repl_id}/"
     templates_dir: Path = Path(__file__).resolve().parent.parent / "repl_templates"
     queue_name: str = "devex"
@@ -92,37 +91,8 @@ class Settings:
     health_timeout: float = 5.0  # time limit of each check of /api/admin/health
     metrics_token: str = ""  # bearer token /metrics asks for; empty: anyone may read it
     log_format: str = ""  # "json" | "text"; empty: JSON unless embedded
-    # --- kubernetes (owned by devex/infra/runtime/kubernetes; add fields here) ---
-    k8s_ingress_host: str = "repl.example.com"
-    k8s_ingress_class: str = ""
-    k8s_tls_secret: str = ""
-    k8s_runner_image: str = "ghcr.io/devex/runner:0.1.0"
-    k8s_s3_secret: str = "devex-s3"  # keys: access-key-id, secret-access-key
-    k8s_stop_timeout: int = 120
-    k8s_request_timeout: int = 15  # seconds for every single API call
-    k8s_ingress_annotations: str = ""  # JSON object or "k=v,k=v"
-    k8s_ingress_namespace_labels: str = "kubernetes.io/metadata.name=ingress-nginx"
-    k8s_ingress_pod_labels: str = "app.kubernetes.io/name=ingress-nginx"  # empty: any pod
-    k8s_core_namespace_labels: str = "kubernetes.io/metadata.name=devex"
-    k8s_core_pod_labels: str = "app.kubernetes.io/name=devex,app.kubernetes.io/component=web"
-    k8s_core_port: int = 8000
-    k8s_workspace_size: str = "2Gi"  # emptyDir sizeLimit of the workspace
-    k8s_read_only_root: bool = True  # readOnlyRootFilesystem (HOME and /tmp are emptyDirs)
-    k8s_image_pull_secret: str = ""
-    # Extra egress for the sync containers' S3 when it lies in a denied private range
-    # (in-cluster MinIO, a private VPC endpoint); the REPL's own code can reach it too.
-    k8s_storage_egress: str = ""  # comma-separated CIDRs, e.g. "10.20.0.0/16,fd00:20::/64"
-    k8s_storage_namespace_labels: str = ""  # "k=v,k=v": namespaces of in-cluster storage
-    k8s_storage_pod_labels: str = ""  # "k=v,k=v": its pods (needs the namespace labels)
-    k8s_storage_ports: str = ""  # comma-separated TCP ports of that egress; empty: any
-    # Where REPL pods may send DNS (53 UDP/TCP). The default reaches kube-dns pods, a
-    # NodeLocal DNSCache (169.254.20.10, kubespray's 169.254.25.10), a cache that answers on
-    # the kube-dns ClusterIP (private ranges) and GKE's metadata DNS. Empty: no DNS rule.
-    k8s_dns_egress: str = ("169.254.20.10/32,169.254.25.10/32,169.254.169.254/32,10.0.0.0/8,"
-                           "172.16.0.0/12,192.168.0.0/16,fc00::/7")
-    k8s_dns_namespace_labels: str = "kubernetes.io/metadata.name=kube-system"
-    k8s_dns_pod_labels: str = ""  # "k=v,…": only these pods there (needs the namespace)
-    # --- end kubernetes ---
+    # DEVEX_K8S_* and DEVEX_KUBECONFIG, parsed (devex/config_kubernetes.py)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
 
     @property
     def auth_mode(self) -> str:
@@ -151,6 +121,10 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name == "kubernetes":
+                if "kubernetes" not in overrides:
+                    values["kubernetes"] = KubernetesSettings.from_env(env)
+                continue
             raw = env.get(PREFIX + f.name.upper())
             if raw is None:
                 continue
@@ -201,6 +175,7 @@ class Settings:
             if not ORIGIN.match(origin):
                 raise ConfigError(f"DEVEX_CORS_ORIGINS: {origin!r} is not an origin like "
                                   "https://ide.example.com (no '*', path or trailing slash)")
+        self.kubernetes.validate()
 
     def with_secret(self) -> Settings:
         """Fill in the secret key for embedded use: generated once, kept in the data dir."""

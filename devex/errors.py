@@ -1,6 +1,18 @@
-"""Named errors of the service layer; each knows its HTTP status and contract code."""
+"""Named errors: the service layer's (each knows its HTTP status and contract code), the
+jobs' and the runtimes', and the settings'."""
 
 from __future__ import annotations
+
+import click
+
+
+class ConfigError(click.ClickException, ValueError):
+    """The configuration cannot work; raised at start-up, never per request. The message
+    starts with the setting's name (``DEVEX_...``). A click error too: ``flask run`` and
+    ``flask devex ...`` show it as ``Error: <message>`` and exit 2, with no traceback;
+    the other entry points print the same (``devex.startup``)."""
+
+    exit_code = 2
 
 
 class DevexError(Exception):

@@ -6,19 +6,26 @@ import atexit
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from flask import current_app
+
 from devex.config import Settings
-from devex.infra.embedded_worker import EmbeddedWorker
 from devex.services.repls import ReplService
 from devex.wiring import Components
+from jobs.embedded_worker import EmbeddedWorker
 
 
 @dataclass
 class DevexExtension:
-    settings: Settings
     components: Components
     repls: ReplService
     worker: EmbeddedWorker | None = None
     closers: list[Callable[[], object]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the clients and services use: one source, ``components.settings``
+        (tests change settings there)."""
+        return self.components.settings
 
     def close_at_exit(self) -> None:
         """Close at interpreter exit unless closed before: a Ctrl-C of ``flask run`` lets
@@ -34,3 +41,8 @@ class DevexExtension:
         for close in self.closers:
             close()
         self.closers.clear()
+
+
+def extension() -> DevexExtension:
+    """The current app's clients and services (``app.extensions['devex']``)."""
+    return current_app.extensions["devex"]

@@ -1,5 +1,8 @@
 """gunicorn settings for Devex's web: ``gunicorn -c python:devex.gunicorn_conf wsgi:app``.
 
+- First, read before anything else: ``.env`` as ``flask`` reads it (variables already set
+  win), then the settings: a bad one stops gunicorn with one line, ``Error: DEVEX_...``,
+  before any worker boots (exit 2; ``devex.startup``).
 - ``logger_class``: gunicorn's own lines (the master's too, from its first one) as JSON
   like the app's (``devex.logs``), unless embedded or ``DEVEX_LOG_FORMAT=text``. Without
   this file only the lines written after a worker loaded the app are JSON.
@@ -18,7 +21,9 @@ from pathlib import Path
 from gunicorn.glogging import Logger
 
 from devex.logs import configure_json, secrets_of, wants_json_env
+from devex.startup import settings_or_exit
 
+settings_or_exit()
 
 class JsonLogger(Logger):
     def setup(self, cfg) -> None:

@@ -3,7 +3,7 @@
 Each line carries ``time``, ``level``, ``logger`` and ``message``, and, when known, the
 ``request_id``, ``user_id``, ``repl_id`` and ``job_id`` it belongs to (a filter reads them
 from the Flask request or the RQ job under way, so no call site has to pass them). Messages
-and tracebacks go through ``devex.redact`` with the configured secrets: a library that
+and tracebacks go through ``devex_shared.redact`` with the configured secrets: a library that
 quotes an endpoint URL with a password, or a setting, does not put it in the log.
 
 Web: ``install(app, settings)`` (from the app factory) formats the root logger and
@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from devex.redact import redact
+from devex_shared.redact import redact
 
 REQUEST_ID = "devex.request_id"  # WSGI environ key of the request's id
 CONTEXT_FIELDS = ("request_id", "user_id", "repl_id", "job_id")
@@ -41,8 +40,9 @@ def request_id_from(environ: Mapping) -> str:
     sent = environ.get("HTTP_X_REQUEST_ID", "")
     if sent and _SANE_ID.match(sent):
         return sent
-    # An id to follow a request by, not a secret: no system call for it (~0.3 µs).
-    return f"{random.getrandbits(128):032x}"
+    # An id to follow a request by; from os.urandom, so it never moves the ``random``
+    # module's shared state (which a seeded user of it, e.g. a property-based test, owns).
+    return os.urandom(16).hex()
 
 
 class ContextFilter(logging.Filter):
@@ -107,7 +107,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def _access_fields(atoms: Mapping) -> dict[str, object]:
-    """gunicorn's access atoms (already without /auth/ query strings: devex.weblogs)."""
+    """gunicorn's access atoms (already without /auth/ query strings: devex.web.weblogs)."""
     fields: dict[str, object] = {
         "method": atoms.get("m"),
         "path": atoms.get("U"),

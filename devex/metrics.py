@@ -27,6 +27,8 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 from redis import RedisError
 
+from devex.infra.redis_text import decode_hash
+
 log = logging.getLogger(__name__)
 
 # Redis hashes (kept here with the code that reads and writes them): "kind|outcome|bucket"
@@ -130,7 +132,7 @@ class StateCollector:
         pipe.hgetall(JOB_DURATION_KEY)
         pipe.hgetall(JOB_FAILURES_KEY)
         pipe.hgetall(REPAIRS_KEY)
-        durations, failures, repairs = (_decoded(raw) for raw in pipe.execute())
+        durations, failures, repairs = (decode_hash(raw) for raw in pipe.execute())
         return [
             _job_histogram(durations),
             _counter("devex_job_failures", "Lifecycle jobs that ended failed, by kind.",
@@ -162,11 +164,6 @@ class StateCollector:
         for status, n in counts.items():
             gauge.add_metric([status], n)
         return gauge
-
-
-def _decoded(raw: dict) -> dict[str, str]:
-    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
-                                                         else v) for k, v in raw.items()}
 
 
 def _job_histogram(fields: dict[str, str]) -> Metric:

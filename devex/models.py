@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 
-from devex.redact import redact
+from devex_shared.redact import redact
 
 
 class Status(StrEnum):
@@ -46,10 +45,6 @@ TRANSITIONAL = frozenset({Status.CREATING, Status.STARTING, Status.STOPPING, Sta
 def allowed_sources(target: Status) -> frozenset[Status]:
     """Statuses from which ``target`` may be entered."""
     return frozenset(src for src, dests in TRANSITIONS.items() if target in dests)
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass

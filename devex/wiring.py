@@ -10,8 +10,9 @@ from devex.config import Settings
 from devex.infra.queue import JobQueue
 from devex.infra.redis_store import ReplStore
 from devex.infra.runtime.base import Runtime
-from devex.infra.storage import Storage, build_storage
+from devex.infra.storage_factory import build_storage
 from devex.templates_catalog import Catalog
+from devex_shared.storage import Storage
 
 
 @dataclass

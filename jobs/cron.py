@@ -7,7 +7,7 @@ timer of its own:
 - the RQ scheduler process of ``rq worker --with-scheduler`` (``jobs/scheduler.py``), only
   while it holds RQ's scheduler lock of the queue: one enqueuer at a time however many
   workers run, and another worker's scheduler takes over when the holder dies;
-- the worker thread of embedded mode (``devex/infra/embedded_worker.py``).
+- the worker thread of embedded mode (``jobs/embedded_worker.py``).
 
 Both jobs are idempotent and act only on REPLs whose lock is free, so an extra run (the
 optional CronJobs in ``deploy/periodic.yaml``, or an embedded worker thread beside ``rq

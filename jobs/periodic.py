@@ -21,9 +21,11 @@ from devex.errors import (
     RuntimeUnavailable,
     TransitionRefused,
 )
-from devex.infra.storage import StorageError
+from devex.infra.store_errors import StatusRefused
 from devex.models import Repl, Status
 from devex.services.repls import ReplService
+from devex.timestamps import parse_time
+from devex_shared.storage import StorageError
 from jobs import context
 from jobs.repl import STRAY_STATUSES
 
@@ -103,7 +105,7 @@ def _vanished(c, repl: Repl, me: str) -> bool:
                 "start it again (files saved in the workspace are kept).",
             )
             return True
-    except (LockBusy, TransitionRefused):
+    except (LockBusy, StatusRefused):
         return False  # a job is working on it: it reports for itself
 
 
@@ -190,12 +192,6 @@ def cull_idle() -> list[str]:
 
 
 def _epoch(*stamps: str | None) -> float:
-    """The latest of the REPL's timestamps (``utcnow()`` format) as epoch seconds."""
-    latest = 0.0
-    for stamp in stamps:
-        try:
-            latest = max(latest, datetime.strptime(stamp or "", "%Y-%m-%dT%H:%M:%S.%fZ")
-                         .replace(tzinfo=UTC).timestamp())
-        except ValueError:
-            continue
-    return latest
+    """The latest of the REPL's timestamps as epoch seconds; 0 when none can be read."""
+    times = [parse_time(stamp) for stamp in stamps]
+    return max((t.timestamp() for t in times if t is not None), default=0.0)

@@ -19,17 +19,17 @@ from devex.errors import (
     FilesNotSaved,
     LeaseLost,
     LockBusy,
-    NotFound,
     RuntimeFailure,
     RuntimeUnavailable,
-    TransitionRefused,
 )
 from devex.infra.lease import Lease
-from devex.infra.storage import StorageError
-from devex.infra.storage.seed import publish_templates, template_prefix
-from devex.models import Desired, Status, utcnow
-from devex.redact import redact
+from devex.infra.store_errors import ReplMissing, StatusRefused
+from devex.infra.template_seed import publish_templates, template_prefix
+from devex.models import Desired, Status
 from devex.services.repls import ReplService
+from devex.timestamps import utcnow
+from devex_shared.redact import redact
+from devex_shared.storage import StorageError
 from jobs import context
 from jobs.locking import hold, superseded
 
@@ -88,7 +88,7 @@ def _attempt(c, job, repl_id: str, expected: Status, work: Callable, what: str) 
             return work(c, repl, held)
     except LeaseLost:
         raise  # another job may be acting: not a word from this one
-    except TransitionRefused:
+    except StatusRefused:
         return "superseded"  # a person moved it on meanwhile (a delete, say); their job acts
     except FINAL as exc:
         _unless_lost(held, exc)
@@ -135,7 +135,7 @@ def _fail(c, repl_id: str, owned: tuple[Status, ...], reason: str) -> None:
     log.warning("REPL %s: %s", repl_id, reason)
     try:
         c.store.transition(repl_id, Status.FAILED, allowed=owned, fields={"error": reason})
-    except (TransitionRefused, NotFound):
+    except (StatusRefused, ReplMissing):
         return  # someone moved it on (or deleted it) meanwhile; their job reports
     c.store.add_event(repl_id, "failed", reason)
 
@@ -178,7 +178,7 @@ def create(repl_id: str) -> str:
                     repl_id, target, allowed=[Status.CREATING], expect=("desired", desired)
                 )
                 break
-            except TransitionRefused as refused:
+            except StatusRefused as refused:
                 if refused.current != Status.CREATING:
                     raise
         else:
@@ -213,7 +213,7 @@ def _start(c, repl, lease) -> str:
             },
             session={"url": result.url, **result.handle},
         )
-    except TransitionRefused:
+    except StatusRefused:
         # A stop or delete arrived while starting; its job (queued behind us) tears down.
         c.store.set_fields(repl.id, runtime=json.dumps(result.handle, sort_keys=True))
         return "superseded"
@@ -225,10 +225,11 @@ def start(repl_id: str) -> str:
     return _run(repl_id, Status.STARTING, _start, "Starting", "start")
 
 
-def stop(repl_id: str, force: bool = False) -> str:
-    """``force`` is kept for jobs already queued; the REPL's stored ``stop_force`` decides,
-    so a force stop asked while a save runs takes effect, and a late force job never
-    discards the files of a later, ordinary stop."""
+def stop(repl_id: str, **_queued_by_older_versions: object) -> str:
+    """Stop, saving the files unless the REPL's stored ``stop_force`` says not to: so a
+    force stop asked while a save runs takes effect, and a late force job never discards
+    the files of a later, ordinary stop. Jobs queued by older versions carry ``force=``:
+    accepted, and ignored like it always was."""
 
     def work(c, repl, lease):
         progress = _progress(c, repl_id, lease)

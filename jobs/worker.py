@@ -46,9 +46,11 @@ class DevexWorker(Worker):
     def work(self, burst: bool = False, **kwargs):
         import jobs.periodic  # noqa: F401 - imported before the fork, not in every horse
         import jobs.repl  # noqa: F401
+        from devex.startup import exit_on_config_error
         from jobs import context
 
-        context.get()
+        with exit_on_config_error():  # one line and exit 2, not rq's logged traceback
+            context.get()
         self._burst = burst
         return super().work(burst=burst, **kwargs)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from devex.infra.storage.sync import sync_lock
+from devex_shared.storage.sync import sync_lock
 from runner.workspace import TMP_PREFIX
 
 log = logging.getLogger("runner.autosave")
@@ -58,7 +58,7 @@ def _now() -> str:
 
 @dataclass
 class Autosaver:
-    storage: object  # devex.infra.storage.base.Storage: sync_up(directory, prefix)
+    storage: object  # devex_shared.storage.base.Storage: sync_up(directory, prefix)
     src: Path
     prefix: str
     interval: float

@@ -1,7 +1,7 @@
 """``python -m runner {serve,sync-down,sync-up,autosave}``.
 
 Settings come from flags, falling back to ``RUNNER_*`` environment variables. Storage for the
-sync commands comes from ``devex.infra.storage.storage_from_env(os.environ)`` (``DEVEX_*``).
+sync commands comes from ``devex_shared.storage.storage_from_env(os.environ)`` (``DEVEX_*``).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
 
 def _prefix(value: str) -> str:
     """A storage prefix as storage itself checks it (one rule), ending with ``/``."""
-    from devex.infra.storage.base import StorageError
-    from devex.infra.storage.sync import validate_scoped_prefix
+    from devex_shared.storage.base import StorageError
+    from devex_shared.storage.sync import validate_scoped_prefix
 
     try:
         return validate_scoped_prefix(value.strip().rstrip("/") + "/", "sync")
@@ -177,11 +177,11 @@ def _env_seconds(environ: Mapping[str, str], name: str) -> float:
 
 
 def _storage(op: str, environ: Mapping[str, str]):
-    from devex.infra.storage import StorageError, storage_from_env
+    from devex_shared.storage import StorageError, storage_from_env
 
     try:
         return storage_from_env(environ)
-    except (StorageError, ValueError) as exc:  # devex.config.ConfigError is a ValueError
+    except (StorageError, ValueError) as exc:  # StorageConfigError is a ValueError
         print(f"runner: {op} failed: invalid storage configuration: {exc}", file=sys.stderr)
         return None
 
@@ -235,8 +235,8 @@ def quiesce(url: str, token: str | None) -> str:
 
 
 def _sync(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from devex.infra.storage import StorageError
-    from devex.infra.storage.sync import sync_lock
+    from devex_shared.storage import StorageError
+    from devex_shared.storage.sync import sync_lock
 
     op = args.command
     storage = _storage(op, environ)

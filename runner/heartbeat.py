@@ -4,8 +4,8 @@ Activity is WebSocket traffic, terminal output, file API requests and a running 
 Every ``heartbeat_seconds`` the runner POSTs ``{"active", "autosave"}`` to the core; after
 ``idle_timeout`` seconds without activity it calls the core's idle endpoint, which stops the
 REPL with its files saved. Failures are logged and retried; they never stop the runner. The
-token is the REPL's runner token (``devex.tokens.RUNNER_SCOPE``), signed fresh for each
-call, and never appears in a log line.
+token is the REPL's runner token (``devex_shared.access_tokens.RUNNER_SCOPE``), signed fresh
+for each call, and never appears in a log line.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from devex import tokens
+from devex_shared import access_tokens
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -83,7 +83,7 @@ async def beat_once(session: aiohttp.ClientSession, url: str, token: str, active
 
 def _token(settings: ServerSettings) -> str:
     assert settings.key and settings.repl_id
-    return tokens.sign(settings.key, settings.repl_id, tokens.RUNNER_SCOPE)
+    return access_tokens.sign(settings.key, settings.repl_id, access_tokens.RUNNER_SCOPE)
 
 
 async def run(settings: ServerSettings, activity: Activity,

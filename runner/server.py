@@ -24,7 +24,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from devex import tokens
+from devex_shared import access_tokens
+from devex_shared.bearer import parse_bearer
 from runner import heartbeat, ws
 from runner.workspace import MAX_READ_BYTES, Workspace, WorkspaceError, os_error
 
@@ -123,11 +124,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.query.get("token") or None
+    return parse_bearer(request.headers.get("Authorization")) or request.query.get("token") or None
 
 
 def create_app(settings: ServerSettings) -> web.Application:
@@ -139,14 +136,14 @@ def create_app(settings: ServerSettings) -> web.Application:
         if request.path.startswith(api_prefix):
             if settings.auth_enabled:
                 try:
-                    tokens.verify(
+                    access_tokens.verify(
                         settings.key,
                         settings.repl_id,
-                        tokens.IDE_SCOPE,
+                        access_tokens.IDE_SCOPE,
                         _bearer(request),
                         settings.token_max_age,
                     )
-                except tokens.TokenError as exc:
+                except access_tokens.TokenError as exc:
                     resp = error_response(401, "unauthorized", str(exc))
                     resp.headers["WWW-Authenticate"] = "Bearer"
                     return resp
@@ -186,9 +183,9 @@ def create_app(settings: ServerSettings) -> web.Application:
     async def quiesce(request: web.Request) -> web.Response:
         if settings.auth_enabled:
             try:
-                tokens.verify(settings.key, settings.repl_id, tokens.CONTROL_SCOPE,
+                access_tokens.verify(settings.key, settings.repl_id, access_tokens.CONTROL_SCOPE,
                               _bearer(request), CONTROL_TOKEN_MAX_AGE)
-            except tokens.TokenError as exc:
+            except access_tokens.TokenError as exc:
                 return error_response(401, "unauthorized", str(exc))
         hub = request.app[HUB]
         closed = len(hub.connections)

@@ -23,7 +23,7 @@ MAX_READ_BYTES = 5 * 1024 * 1024
 MAX_WRITE_BYTES = MAX_READ_BYTES
 MAX_LIST_ENTRIES = 20_000
 MAX_DIR_ENTRIES = 5_000
-TMP_PREFIX = ".devex-tmp-"  # storage syncs leave these out (devex.infra.storage.sync)
+TMP_PREFIX = ".devex-tmp-"  # storage syncs leave these out (devex_shared.storage.sync)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from devex import tokens
+from devex_shared import access_tokens
 from runner import heartbeat
 from runner.terminals import Terminal, child_env, shell_argv
 from runner.workspace import MAX_READ_BYTES, Workspace, WorkspaceError, as_text
@@ -118,9 +118,9 @@ class Connection:
         if cfg.key is None:
             return None  # --no-auth
         try:
-            tokens.verify(cfg.key, cfg.repl_id, tokens.IDE_SCOPE,
+            access_tokens.verify(cfg.key, cfg.repl_id, access_tokens.IDE_SCOPE,
                           token if isinstance(token, str) else None, cfg.token_max_age)
-        except tokens.TokenError as exc:
+        except access_tokens.TokenError as exc:
             return str(exc)
         return None
 

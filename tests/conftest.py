@@ -18,6 +18,9 @@ pytest_plugins = [
     "tests.support.browser",
     "tests.support.fake_github",
     "tests.support.k8s_env",
+    "tests.support.auth_helpers",
+    "tests.support.rq_processes",
+    "tests.support.recovery",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +39,26 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, _home: Path) -> None:
         if key.startswith("DEVEX_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(_home))
+
+
+@pytest.fixture(autouse=True)
+def _close_apps(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every app a test builds is closed after it (its embedded redis-server and worker
+    stopped), whether or not its fixture does so: closing twice is harmless."""
+    import devex.app
+
+    made = []
+    build = devex.app.create_app
+
+    def tracked(*args, **kwargs):
+        app = build(*args, **kwargs)
+        made.append(app)
+        return app
+
+    monkeypatch.setattr(devex.app, "create_app", tracked)
+    yield
+    for app in made:
+        app.extensions["devex"].close()
 
 
 def kill_runners(data_dir: Path) -> None:

@@ -6,21 +6,18 @@ from __future__ import annotations
 import pytest
 
 from devex.models import Status
-from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` fixture
+from tests.support.auth_helpers import (
     ADMIN,
     OTHER,
     OWNER,
-    add_users,
     bearer,
     create_repl,
     expired_token,
-    make_app,
     new_token,
     queued,
     revoked_token,
     session_api,
     store,
-    users_app,
 )
 
 # route -> (method, path, the REPL's status before, status answered on success)
@@ -47,6 +44,12 @@ CALLERS = {
     "revoked_token": 401,
     "expired_token": 401,
 }
+
+
+@pytest.fixture
+def app(users_app):
+    """Without a worker, with the three users: states are set in the store."""
+    return users_app
 
 
 def call(app, caller: str, method: str, path: str, json=None):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from devex.models import User
+from tests.support.redis_contents import redis_contents
 
 
-def state(app):
-    """Everything a refused request must leave untouched."""
-    r = app.extensions["devex"].components.redis
-    return {k: r.type(k) for k in r.keys("*") if not k.startswith(b"rq:")}
+def state(app) -> dict:
+    """Everything a refused request must leave untouched: every key but RQ's, with its
+    contents."""
+    return redis_contents(app.extensions["devex"].components.redis)
 
 
 def error_of(resp, status, code=None):
@@ -135,15 +136,16 @@ def test_refused_transition_is_409_and_changes_nothing(app, api):
 
 
 def test_store_enforces_the_transition_table_whatever_the_caller_allows(app):
-    from devex.errors import TransitionRefused
-    from devex.models import Desired, Repl, Status, utcnow
+    from devex.infra.store_errors import StatusRefused
+    from devex.models import Desired, Repl, Status
+    from devex.timestamps import utcnow
 
     store = app.extensions["devex"].components.store
     now = utcnow()
     store.create(Repl(id="aaaaaaaaaaaa", name="x", template="bash", owner_id="1",
                       owner_login="a", storage_prefix="a/aaaaaaaaaaaa/", status=Status.STOPPED,
                       desired=Desired.STOPPED, created_at=now, updated_at=now))
-    with pytest.raises(TransitionRefused):  # stopped -> running is not in the table
+    with pytest.raises(StatusRefused):  # stopped -> running is not in the table
         store.transition("aaaaaaaaaaaa", Status.RUNNING, allowed=[Status.STOPPED])
     with pytest.raises(ValueError):  # and the status cannot be smuggled in as a field
         store.set_fields("aaaaaaaaaaaa", status="running")
@@ -220,13 +222,14 @@ def test_healthz_and_readyz(client):
 def test_every_setting_is_documented_in_env_example():
     from dataclasses import fields
 
-    from devex.config import PREFIX, Settings
+    from devex.config import PREFIX, KubernetesSettings, Settings
     from tests.conftest import ROOT
 
     documented = (ROOT / ".env.example").read_text()
-    missing = [PREFIX + f.name.upper() for f in fields(Settings)
-               if PREFIX + f.name.upper() + "=" not in documented]
-    assert missing == []
+    names = [PREFIX + f.name.upper() for f in fields(Settings) if f.name != "kubernetes"]
+    names += [KubernetesSettings.env_name(f.name) for f in fields(KubernetesSettings)]
+    assert "DEVEX_K8S_DNS_POD_LABELS" in names and "DEVEX_KUBECONFIG" in names
+    assert [name for name in names if name + "=" not in documented] == []
 
 
 def test_local_login_answers_only_loopback_callers(app):

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from devex import tokens
-from devex.infra.storage import storage_from_env
+from devex_shared import access_tokens
+from devex_shared.storage import storage_from_env
 from tests.conftest import ROOT
 from tests.support.ide_client import IdeClient
-from tests.support.redis_server import free_port
+from tests.support.ports import free_port
 from tests.support.runner_process import Runner, clean_env
 from tests.support.waiting import wait_for
 
-KEY = tokens.repl_key("autosave-secret", "r1")
+KEY = access_tokens.repl_key("autosave-secret", "r1")
 PREFIX = "alice/r1/"
 INTERVAL = "0.5"
 
@@ -49,7 +49,7 @@ class Autosave:
         assert self.proc.poll() is None, self.log_path.read_text()
         try:
             return requests.get(self.url + "status", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:
             return False
 
     def status(self) -> dict:
@@ -90,10 +90,14 @@ def stored(storage, name: str) -> bytes | None:
     return storage.read(PREFIX + name) if PREFIX + name in keys else None
 
 
+def ide_token() -> str:
+    return access_tokens.sign(KEY, "r1", access_tokens.IDE_SCOPE)
+
+
 def test_edits_reach_storage_without_a_stop(pair):
     runner, saver, storage, _, _ = pair
     wait_for(lambda: stored(storage, "old.txt"), 30, "the first save")
-    with IdeClient(runner.url + "ws", tokens.sign(KEY, "r1", tokens.IDE_SCOPE)) as ide:
+    with IdeClient(runner.url + "ws", ide_token()) as ide:
         ide.welcome()
         assert ide.call("updateContent", {"path": "main.py", "content": "print(2)\n"})["success"]
         assert ide.call("delete", {"path": "old.txt"})["success"]
@@ -120,7 +124,7 @@ def test_save_now_and_the_lock_shared_with_the_stop(pair):
     finally:
         os.close(fd)
     wait_for(lambda: stored(storage, "held.txt") == b"waits for the lock", 30, "the save")
-    with IdeClient(runner.url + "ws", tokens.sign(KEY, "r1", tokens.IDE_SCOPE)) as ide:
+    with IdeClient(runner.url + "ws", ide_token()) as ide:
         ide.welcome()
         ide.call("updateContent", {"path": "now.txt", "content": "saved on request"})
         reply = ide.call("save", {})
@@ -147,7 +151,7 @@ def test_failing_storage_is_reported_to_the_ide_and_the_core(s3_settings, tmp_pa
     runner = Runner(ws, tmp_path, RUNNER_REPL_ID="r1", RUNNER_KEY=KEY,
                     RUNNER_AUTOSAVE_URL=saver.url)
     try:
-        with IdeClient(runner.url + "ws", tokens.sign(KEY, "r1", tokens.IDE_SCOPE)) as ide:
+        with IdeClient(runner.url + "ws", ide_token()) as ide:
             ide.welcome()
             status = ide.expect(lambda f: f["event"] == "saveStatus"
                                 and f["data"]["state"] == "error")["data"]
@@ -165,11 +169,11 @@ def test_sync_up_quiesces_the_runner_first(storage_env, tmp_path):
     ws.mkdir()
     runner = Runner(ws, tmp_path, base_path="/r1/", RUNNER_REPL_ID="r1", RUNNER_KEY=KEY)
     try:
-        with IdeClient(runner.url + "ws", tokens.sign(KEY, "r1", tokens.IDE_SCOPE)) as ide:
+        with IdeClient(runner.url + "ws", ide_token()) as ide:
             ide.welcome()
             ide.call("updateContent", {"path": "typed.txt", "content": "before the stop"})
             wrong = clean_env(**storage_env,
-                              RUNNER_CONTROL_TOKEN=tokens.sign(KEY, "r1", tokens.IDE_SCOPE))
+                              RUNNER_CONTROL_TOKEN=ide_token())
             refused = subprocess.run(
                 [sys.executable, "-m", "runner", "sync-up", "--src", str(ws), "--prefix", PREFIX,
                  "--quiesce-url", runner.url + "_control/quiesce"],
@@ -178,7 +182,8 @@ def test_sync_up_quiesces_the_runner_first(storage_env, tmp_path):
             assert "refused to stop edits: HTTP 401" in refused.stderr
             assert stored(storage_from_env(storage_env), "typed.txt") is None
             env = clean_env(**storage_env,
-                            RUNNER_CONTROL_TOKEN=tokens.sign(KEY, "r1", tokens.CONTROL_SCOPE))
+                            RUNNER_CONTROL_TOKEN=access_tokens.sign(
+                                KEY, "r1", access_tokens.CONTROL_SCOPE))
             done = subprocess.run(
                 [sys.executable, "-m", "runner", "sync-up", "--src", str(ws), "--prefix", PREFIX,
                  "--lock", str(tmp_path / "sync.lock"),
@@ -249,7 +254,8 @@ def test_a_lost_workspace_keeps_what_was_autosaved(app, api):
 def test_heartbeats_put_autosave_trouble_in_the_events(app, api):
     ext = app.extensions["devex"]
     repl_id = api.create_running("h", "bash")
-    token = tokens.sign(tokens.repl_key("test-secret", repl_id), repl_id, tokens.RUNNER_SCOPE)
+    key = access_tokens.repl_key("test-secret", repl_id)
+    token = access_tokens.sign(key, repl_id, access_tokens.RUNNER_SCOPE)
     client = app.test_client()
 
     def beat(autosave):

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from devex import create_app
-from tests.support.redis_server import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture

@@ -11,12 +11,15 @@ import re
 import pytest
 
 from devex import create_app
-from devex.dashboard_helpers import LOGIN_ERRORS, actions_for, ago, htmx
 from devex.infra import keys
 from devex.models import Repl, Status
-from devex.redirects import safe_next
 from devex.services.repls import Actor
+from devex.web.actions import actions_for
+from devex.web.htmx import htmx
+from devex.web.redirects import safe_next
+from devex.web.timefmt import ago
 from tests.support.auth_helpers import walk_to
+from tests.support.github_login import LOGIN_TEXTS
 
 HX = {"HX-Request": "true"}
 ME = Actor(id="local", login="local")
@@ -214,7 +217,7 @@ def test_login_page_offers_github_in_cluster_mode(data_dir):
     assert 'href="/auth/github?next=%2F"' in page.text
     assert "Continue as local user" not in page.text
     assert 'role="alert"' not in page.text
-    for code, message in LOGIN_ERRORS.items():
+    for code, message in LOGIN_TEXTS.items():
         page = client.get(f"/login?error={code}")
         assert f'data-testid="login-error">{message}</p>' in page.text.replace("&#39;", "'")
     # Never the query string's own words: unknown codes get a generic text.
@@ -633,10 +636,10 @@ def test_revoking_a_token_with_and_without_htmx(idle_app, web, user):
 
 
 def test_another_users_token_cannot_be_revoked(idle_app, web, user):
-    theirs = idle_app.extensions["devex_auth"].tokens.create("other", "theirs")
+    theirs = idle_app.extensions["devex_auth"].api_tokens.create("other", "theirs")
     r = web.post(f"/tokens/{theirs.token.id}/revoke", data={"csrf_token": user})
     assert r.status_code == 404
-    assert idle_app.extensions["devex_auth"].tokens.list("other")
+    assert idle_app.extensions["devex_auth"].api_tokens.list("other")
 
 
 # -- administrators -------------------------------------------------------------------------------

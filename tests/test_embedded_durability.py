@@ -17,8 +17,8 @@ from rq.registry import StartedJobRegistry
 
 from devex.config import Settings
 from devex.infra.embedded_redis import connect
-from devex.infra.storage import build_storage
-from tests.support.redis_server import free_port
+from devex.infra.storage_factory import build_storage
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,9 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from devex.auth import sessions
 from devex.models import Desired, Repl, Status
-from devex.services import tokens as token_service
+from devex.web.auth import sessions
 from tests.support.auth_helpers import (
     OTHER,
     OWNER,
@@ -79,7 +78,7 @@ def test_a_used_session_slides_forward_once_per_interval(app, redis_url, monkeyp
 
 
 def test_last_used_is_written_at_most_once_a_minute_but_revocation_is_immediate(app):
-    service = app.extensions["devex_auth"].tokens
+    service = app.extensions["devex_auth"].api_tokens
     now = [datetime(2026, 11, 30, 12, 0, tzinfo=UTC)]
     service.clock = lambda: now[0]
     new = service.create(OWNER[0], "ci")
@@ -92,7 +91,7 @@ def test_last_used_is_written_at_most_once_a_minute_but_revocation_is_immediate(
     now[0] += timedelta(seconds=30)
     assert service.authenticate(new.plaintext) is not None
     assert last_used() == "2026-11-30T12:00:00.000000Z"  # not written again within the minute
-    now[0] += timedelta(seconds=token_service.LAST_USED_EVERY)
+    now[0] += timedelta(seconds=60)
     assert service.authenticate(new.plaintext) is not None
     assert last_used() == "2026-11-30T12:01:30.000000Z"
     client = app.test_client()
@@ -229,13 +228,13 @@ def test_the_dashboard_pages_with_show_more(app):
 def test_fast_reads_send_what_the_documented_schema_would(app):
     """``GET /api/repl/<id>`` and the list skip the output schema's dump for speed: their
     bodies must still be exactly what the schema makes of the same REPLs."""
-    from devex import schemas
+    from devex.web.schemas.repls import ReplList, ReplOut
 
     repl_id = create_repl(app, OWNER[0])
     api = session_api(app, OWNER[0])
     repl = store(app).get(repl_id)
-    assert api.get(f"/api/repl/{repl_id}").json == schemas.ReplOut().dump(repl.public())
+    assert api.get(f"/api/repl/{repl_id}").json == ReplOut().dump(repl.public())
     listed = api.get("/api/repl/").json
-    assert listed == schemas.ReplList().dump(
+    assert listed == ReplList().dump(
         {"repls": [repl.public()], "total": 1, "next_cursor": None})
 

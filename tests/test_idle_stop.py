@@ -10,7 +10,7 @@ import pytest
 
 from devex import create_app
 from tests.conftest import login_local
-from tests.support.redis_server import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture

@@ -9,14 +9,15 @@ import redis
 
 from devex import create_app
 from devex.config import Settings
-from devex.infra.storage import StorageError
-from devex.models import Desired, Repl, Status, utcnow
+from devex.models import Desired, Repl, Status
+from devex.timestamps import utcnow
 from devex.wiring import build
+from devex_shared.storage import StorageError
 from jobs import context
 from jobs import repl as repl_jobs
+from jobs.embedded_worker import ThreadWorker
 from tests.conftest import login_local
 from tests.support.recovery import backdate
-from tests.support.workers import ThreadWorker
 
 
 def make_repl(components, name="r", status=Status.CREATING, desired=Desired.STOPPED) -> Repl:
@@ -174,9 +175,9 @@ def test_force_stop_discards_and_says_so(app_without_autosave):
 def test_store_refuses_disallowed_transition_atomically(components):
     repl = make_repl(components, status=Status.STOPPED)
     before = components.redis.hgetall(f"replMeta:{repl.id}")
-    from devex.errors import TransitionRefused
+    from devex.infra.store_errors import StatusRefused
 
-    with pytest.raises(TransitionRefused):
+    with pytest.raises(StatusRefused):
         components.store.transition(repl.id, Status.RUNNING, fields={"url": "http://x/"})
     assert components.redis.hgetall(f"replMeta:{repl.id}") == before
 
@@ -336,7 +337,10 @@ def test_a_late_force_job_never_discards_a_later_ordinary_stop(components, monke
     saves = []
     monkeypatch.setattr(components.runtime, "stop",
                         lambda r, progress, *, save=True: saves.append(save))
-    assert repl_jobs.stop(repl.id, force=True) == "stopped"  # an old job of a force stop
+    # A force stop's job as older versions queued it (with force=True), run by a worker.
+    job = components.jobs.queue.enqueue("jobs.repl.stop", repl.id, force=True)
+    ThreadWorker([components.jobs.queue], connection=components.redis).work(burst=True)
+    assert job.return_value(refresh=True) == "stopped"
     assert saves == [True]
 
 

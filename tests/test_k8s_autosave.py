@@ -19,19 +19,17 @@ from dataclasses import replace
 
 import pytest
 
-from devex.config import Settings
+from devex.config import KubernetesSettings, Settings
 from devex.errors import FilesNotSaved
 from devex.infra.runtime.kubernetes import KubernetesRuntime
 from devex.models import Repl
 from devex.templates_catalog import Catalog
-from devex.tokens import IDE_SCOPE, repl_key, sign
+from devex_shared.access_tokens import IDE_SCOPE, repl_key, sign
 from tests.support.fake_k8s import FakeKube
 from tests.support.ide_client import IdeClient
 from tests.support.moto_server import REGION, s3_client
 from tests.support.process_kubelet import ProcessKubelet
 from tests.support.waiting import wait_for
-
-pytestmark = pytest.mark.e2e
 
 NS = "devex-repls"
 SECRET = "s" * 40
@@ -62,7 +60,8 @@ def settings(s3_bucket) -> Settings:
         secret_key=SECRET, runtime="kubernetes", storage="s3", s3_bucket=s3_bucket,
         # an in-cluster name, as in production; the kubelet points it at moto
         s3_endpoint_url="http://minio.storage.svc:9000", s3_region=REGION, s3_path_style=True,
-        autosave_seconds=1, start_timeout=60, k8s_stop_timeout=60, core_url="")
+        autosave_seconds=1, start_timeout=60, core_url="",
+        kubernetes=KubernetesSettings(stop_timeout=60))
 
 
 @pytest.fixture

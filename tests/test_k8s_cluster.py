@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devex.config import Settings
+from devex.config import KubernetesSettings, Settings
 from devex.errors import FilesNotSaved, RuntimeFailure
 from devex.infra.runtime.kubernetes import KubernetesRuntime
 from devex.models import Repl
@@ -50,7 +50,8 @@ class Events(list):
 @pytest.fixture
 def settings():
     return Settings(secret_key=SECRET, runtime="kubernetes", storage="s3", s3_bucket="repls",
-                    start_timeout=10, k8s_stop_timeout=10, core_url="http://devex-web.devex:8000")
+                    start_timeout=10, core_url="http://devex-web.devex:8000",
+                    kubernetes=KubernetesSettings(stop_timeout=10))
 
 
 @pytest.fixture
@@ -240,7 +241,7 @@ def test_fake_refuses_field_selectors_the_api_server_does_not_support(fake, runt
 # -- a save an earlier stop left running ------------------------------------------------------
 def test_a_second_stop_waits_for_the_save_an_earlier_stop_left_running(
         fake, settings, repl, template, events):
-    runtime = KubernetesRuntime(replace(settings, k8s_stop_timeout=1),
+    runtime = KubernetesRuntime(replace(settings, kubernetes=KubernetesSettings(stop_timeout=1)),
                                 api_client=fake.api_client())
     runtime.start(repl, template, events)
     pod = fake.names("pods", NS)[0]
@@ -264,7 +265,7 @@ def test_a_second_stop_waits_for_the_save_an_earlier_stop_left_running(
 
 def test_a_second_stop_saves_again_when_the_earlier_save_failed(fake, settings, repl,
                                                                 template, events):
-    runtime = KubernetesRuntime(replace(settings, k8s_stop_timeout=1),
+    runtime = KubernetesRuntime(replace(settings, kubernetes=KubernetesSettings(stop_timeout=1)),
                                 api_client=fake.api_client())
     runtime.start(repl, template, events)
     pod = fake.names("pods", NS)[0]

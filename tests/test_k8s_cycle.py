@@ -25,20 +25,18 @@ from dataclasses import replace
 
 import pytest
 
-from devex.config import Settings
+from devex.config import KubernetesSettings, Settings
 from devex.errors import FilesNotSaved, RuntimeFailure
 from devex.infra.runtime.kubernetes import KubernetesRuntime
 from devex.models import Repl
 from devex.templates_catalog import Catalog
-from devex.tokens import IDE_SCOPE, repl_key, sign
+from devex_shared.access_tokens import IDE_SCOPE, repl_key, sign
 from tests.support.fake_k8s import FakeKube
 from tests.support.ide_client import IdeClient
 from tests.support.moto_server import REGION, s3_client
 from tests.support.process_kubelet import ROOT, ProcessKubelet
 from tests.support.s3_gate import S3Gate
 from tests.support.waiting import wait_for
-
-pytestmark = pytest.mark.e2e
 
 NS = "devex-repls"
 SECRET = "c" * 40
@@ -103,7 +101,8 @@ def settings(s3_bucket) -> Settings:
     return Settings(
         secret_key=SECRET, runtime="kubernetes", storage="s3", s3_bucket=s3_bucket,
         s3_endpoint_url="http://minio.storage.svc:9000", s3_region=REGION, s3_path_style=True,
-        autosave_seconds=1, start_timeout=60, k8s_stop_timeout=60, core_url="")
+        autosave_seconds=1, start_timeout=60, core_url="",
+        kubernetes=KubernetesSettings(stop_timeout=60))
 
 
 @pytest.fixture
@@ -244,7 +243,7 @@ def test_a_second_stop_waits_for_the_upload_an_earlier_stop_left_running(
     wait_for(lambda: autosave_saved(kubelet, pod), 30, "autosave's first save")
     (kubelet.volume(pod, "workspace") / "big.bin").write_bytes(b"x" * 1024)
     held = gate.hold("PUT", "big.bin")  # the final save's upload takes long
-    impatient = KubernetesRuntime(replace(settings, k8s_stop_timeout=2),
+    impatient = KubernetesRuntime(replace(settings, kubernetes=KubernetesSettings(stop_timeout=2)),
                                   api_client=fake.api_client())
     with pytest.raises(FilesNotSaved, match="saving did not finish within 2 seconds"):
         impatient.stop(repl, Events())

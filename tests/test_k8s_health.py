@@ -4,21 +4,14 @@ administrators by ``GET /api/admin/health``."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from devex import create_app
-from devex.config import Settings
+from devex.config import KubernetesSettings, Settings
 from devex.infra.runtime.kubernetes import KubernetesRuntime
-from devex.infra.storage.s3 import S3Storage
+from devex_shared.storage.s3 import S3Storage
 from tests.conftest import kill_runners, login_local
-
-
-def closed_port() -> int:
-    with socket.socket() as s:  # nothing listens there afterwards: connections are refused
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.ports import free_port
 
 
 @pytest.fixture
@@ -28,10 +21,11 @@ def app(tmp_path, fake):
                       "DEVEX_EMBEDDED_WORKER": "false"})
     components = app.extensions["devex"].components
     settings = Settings(secret_key="health", runtime="kubernetes", storage="s3",
-                        s3_bucket="repls", k8s_request_timeout=2)
+                        s3_bucket="repls",
+                        kubernetes=KubernetesSettings(request_timeout=2))
     # The real runtime talks to the fake API server; storage is S3 on a port that refuses.
     components.runtime = KubernetesRuntime(settings, api_client=fake.api_client())
-    components.storage = S3Storage("repls", endpoint_url=f"http://127.0.0.1:{closed_port()}",
+    components.storage = S3Storage("repls", endpoint_url=f"http://127.0.0.1:{free_port()}",
                                    access_key_id="x", secret_access_key="y", path_style=True)
     yield app
     app.extensions["devex"].close()

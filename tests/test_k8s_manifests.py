@@ -21,7 +21,7 @@ from kubernetes_validate.utils import all_versions
 from packaging.version import Version
 
 from devex.cli import devex_cli
-from devex.config import ConfigError, Settings
+from devex.config import ConfigError, KubernetesSettings, Settings
 from devex.infra.runtime.kubernetes import KubernetesRuntime, manifests, names
 from devex.models import Repl
 from devex.templates_catalog import Catalog
@@ -36,24 +36,31 @@ S3_SECRET_VALUE = "s3-secret-value-never-in-a-manifest"
 RUNNER_KEY = "per-repl-runner-key-value"
 CONTROL_TOKEN = "control-token-for-this-stop"
 
+
+def with_k8s(settings: Settings, **raw: str) -> Settings:
+    """``settings`` with Kubernetes settings parsed from ``DEVEX_K8S_<NAME>=raw`` as the
+    environment gives them (the others at their defaults)."""
+    environ = {f"DEVEX_K8S_{name.upper()}": value for name, value in raw.items()}
+    return replace(settings, kubernetes=KubernetesSettings.from_env(environ))
+
+
 PLAIN = Settings(secret_key="k" * 40, storage="s3", s3_bucket="repls",
                  s3_access_key_id="AKIAEXAMPLE", s3_secret_access_key=S3_SECRET_VALUE)
-FULL = replace(
-    PLAIN,
-    s3_endpoint_url="https://minio.example.com", s3_path_style=True,
-    k8s_ingress_class="nginx", k8s_tls_secret="repl-tls",
-    k8s_ingress_annotations='{"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}',
-    k8s_image_pull_secret="regcred", k8s_ingress_pod_labels="",
-    core_url="http://devex-web.devex.svc:8000",
-)
+FULL_K8S = {
+    "ingress_class": "nginx", "tls_secret": "repl-tls",
+    "ingress_annotations": '{"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}',
+    "image_pull_secret": "regcred", "ingress_pod_labels": "",
+}
+FULL = with_k8s(replace(PLAIN, s3_endpoint_url="https://minio.example.com", s3_path_style=True,
+                        core_url="http://devex-web.devex.svc:8000"), **FULL_K8S)
 # S3 inside the private ranges: a VPC endpoint (v4 and v6 CIDRs) and in-cluster MinIO.
-STORAGE = replace(
-    FULL,
-    s3_endpoint_url="http://minio.storage.svc:9000",
-    k8s_storage_egress="10.20.0.0/16, fd00:20::/64, 192.168.7.9",
-    k8s_storage_namespace_labels="kubernetes.io/metadata.name=storage",
-    k8s_storage_pod_labels="app=minio",
-    k8s_storage_ports="9000,443",
+STORAGE = with_k8s(
+    replace(FULL, s3_endpoint_url="http://minio.storage.svc:9000"),
+    **FULL_K8S,
+    storage_egress="10.20.0.0/16, fd00:20::/64, 192.168.7.9",
+    storage_namespace_labels="kubernetes.io/metadata.name=storage",
+    storage_pod_labels="app=minio",
+    storage_ports="9000,443",
 )
 VARIANTS = {"plain": PLAIN, "full": FULL, "storage": STORAGE}
 
@@ -233,11 +240,11 @@ def test_runner_container_follows_the_template(template):
 def test_sync_containers_use_the_runner_image_and_the_repl_prefix():
     python = CATALOG.get("python")
     c = containers(manifests.deployment(make_repl("python"), python, PLAIN))
-    assert c["sync-down"]["image"] == PLAIN.k8s_runner_image
+    assert c["sync-down"]["image"] == PLAIN.kubernetes.runner_image
     assert c["sync-down"]["command"] == ["python", "-m", "runner", "sync-down", "--prefix",
                                          "octocat/0123456789ab/", "--dest", "/workspace"]
     sync_up = ephemeral_pod()["spec"]["ephemeralContainers"][0]
-    assert sync_up["image"] == PLAIN.k8s_runner_image
+    assert sync_up["image"] == PLAIN.kubernetes.runner_image
     assert sync_up["command"] == [
         "python", "-m", "runner", "sync-up", "--src", "/workspace",
         "--prefix", "octocat/0123456789ab/", "--lock", "/devex-state/sync.lock",
@@ -296,7 +303,7 @@ def test_autosave_is_a_native_sidecar_after_sync_down():
     assert "restartPolicy" not in pod["initContainers"][0]  # runs to completion first
     autosave = pod["initContainers"][1]
     assert autosave["restartPolicy"] == "Always"
-    assert autosave["image"] == PLAIN.k8s_runner_image
+    assert autosave["image"] == PLAIN.kubernetes.runner_image
     assert autosave["command"] == [
         "python", "-m", "runner", "autosave", "--src", "/workspace",
         "--prefix", "octocat/0123456789ab/", "--interval", "7",
@@ -337,7 +344,7 @@ def test_the_pod_gives_autosaves_last_save_its_time():
 
     pod = manifests.deployment(make_repl("go"), CATALOG.get("go"), PLAIN)["spec"]["template"]
     assert pod["spec"]["terminationGracePeriodSeconds"] >= SHUTDOWN_SAVE_SECONDS
-    assert PLAIN.k8s_stop_timeout > pod["spec"]["terminationGracePeriodSeconds"]  # stop waits
+    assert PLAIN.kubernetes.stop_timeout > pod["spec"]["terminationGracePeriodSeconds"]
 
 
 def test_a_template_cannot_take_the_autosave_port():
@@ -428,15 +435,15 @@ def test_ingress_options_are_configurable():
     assert ing["spec"]["tls"] == [{"hosts": ["repl.example.com"], "secretName": "repl-tls"}]
     assert ing["metadata"]["annotations"] == {
         "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"}
-    kv = replace(PLAIN, k8s_ingress_annotations="a.example/x=1, b.example/y=two")
+    kv = with_k8s(PLAIN, ingress_annotations="a.example/x=1, b.example/y=two")
     assert manifests.ingress(make_repl("go"), CATALOG.get("go"), kv)["metadata"][
         "annotations"] == {"a.example/x": "1", "b.example/y": "two"}
 
 
 @pytest.mark.parametrize("raw", ["{not json", "[1, 2]", "novalue"])
 def test_bad_annotation_settings_are_config_errors(raw):
-    with pytest.raises(ConfigError):
-        manifests.parse_pairs(raw, "DEVEX_K8S_INGRESS_ANNOTATIONS")
+    with pytest.raises(ConfigError, match="^DEVEX_K8S_INGRESS_ANNOTATIONS: "):
+        Settings.from_env({"DEVEX_K8S_INGRESS_ANNOTATIONS": raw})
 
 
 def test_network_policy_admits_only_the_ingress_controller_and_fences_egress():
@@ -498,9 +505,9 @@ def test_the_policy_evaluator_agrees_with_the_old_kube_system_only_rule():
 
 
 def test_dns_egress_is_configurable():
-    settings = replace(PLAIN, k8s_dns_egress="169.254.20.10/32",
-                       k8s_dns_namespace_labels="kubernetes.io/metadata.name=kube-system",
-                       k8s_dns_pod_labels="k8s-app=kube-dns")
+    settings = with_k8s(PLAIN, dns_egress="169.254.20.10/32",
+                        dns_namespace_labels="kubernetes.io/metadata.name=kube-system",
+                        dns_pod_labels="k8s-app=kube-dns")
     rule = manifests.dns_egress(settings)
     assert rule == {"to": [{"namespaceSelector": {"matchLabels": {
                                "kubernetes.io/metadata.name": "kube-system"}},
@@ -511,28 +518,28 @@ def test_dns_egress_is_configurable():
     kubernetes_validate.validate(policy, VERSIONS[-1], strict=True)
     assert not egress_allowed(policy, Destination("10.96.0.10", 53, "UDP"))
     assert not egress_allowed(policy, replace(KUBE_DNS_POD, pod_labels={"app": "other"}))
-    none = replace(PLAIN, k8s_dns_egress="", k8s_dns_namespace_labels="")
+    none = with_k8s(PLAIN, dns_egress="", dns_namespace_labels="")
     assert manifests.dns_egress(none) is None
     egress = manifests.network_policy(make_repl("go"), CATALOG.get("go"), none)["spec"]["egress"]
     assert all({"protocol": "UDP", "port": 53} not in r.get("ports", []) for r in egress)
 
 
-@pytest.mark.parametrize(("field", "raw", "words"), [
-    ("k8s_dns_egress", "169.254.20.10/24", "is not a CIDR"),
-    ("k8s_dns_egress", "node-local-dns", "is not a CIDR"),
-    ("k8s_dns_pod_labels", "k8s-app=kube-dns", "needs DEVEX_K8S_DNS_NAMESPACE_LABELS"),
-    ("k8s_dns_namespace_labels", "bad key=x", "is not a label key"),
+@pytest.mark.parametrize(("name", "raw", "words"), [
+    ("DNS_EGRESS", "169.254.20.10/24", "is not a CIDR"),
+    ("DNS_EGRESS", "node-local-dns", "is not a CIDR"),
+    ("DNS_POD_LABELS", "k8s-app=kube-dns", "needs DEVEX_K8S_DNS_NAMESPACE_LABELS"),
+    ("DNS_NAMESPACE_LABELS", "bad key=x", "is not a label key"),
 ])
-def test_bad_dns_settings_are_config_errors(field, raw, words):
-    settings = replace(PLAIN, **{field: raw})
-    if field == "k8s_dns_pod_labels":
-        settings = replace(settings, k8s_dns_namespace_labels="")
-    with pytest.raises(ConfigError, match=words):
-        KubernetesRuntime(settings)  # refused at start-up, not per REPL
+def test_bad_dns_settings_are_config_errors(name, raw, words):
+    env = {f"DEVEX_K8S_{name}": raw}
+    if name == "DNS_POD_LABELS":
+        env["DEVEX_K8S_DNS_NAMESPACE_LABELS"] = ""
+    with pytest.raises(ConfigError, match=f"^DEVEX_K8S_DNS_.*{words}"):
+        Settings.from_env(env)  # refused at start-up, not per REPL
 
 
 def test_default_dns_cidrs_are_exact_networks_and_only_reach_port_53():
-    for cidr in PLAIN.k8s_dns_egress.split(","):
+    for cidr in PLAIN.kubernetes.dns_egress:
         ipaddress.ip_network(cidr, strict=True)
     rule = manifests.network_policy(make_repl("go"), CATALOG.get("go"), PLAIN)["spec"][
         "egress"][0]
@@ -556,7 +563,7 @@ def test_storage_egress_opens_only_the_configured_peers_and_ports():
                    "kubernetes.io/metadata.name": "storage"}},
                 "podSelector": {"matchLabels": {"app": "minio"}}}],
         "ports": [{"protocol": "TCP", "port": 9000}, {"protocol": "TCP", "port": 443}]}
-    only_cidr = replace(PLAIN, k8s_storage_egress="172.20.1.0/24")
+    only_cidr = with_k8s(PLAIN, storage_egress="172.20.1.0/24")
     rule = manifests.network_policy(make_repl("go"), CATALOG.get("go"), only_cidr)["spec"][
         "egress"][-1]
     assert rule == {"to": [{"ipBlock": {"cidr": "172.20.1.0/24"}}]}  # any port
@@ -565,33 +572,55 @@ def test_storage_egress_opens_only_the_configured_peers_and_ports():
         strict=True)
 
 
-@pytest.mark.parametrize(("field", "raw", "words"), [
-    ("k8s_storage_egress", "10.20.0.1/16", "has host bits set"),
-    ("k8s_storage_egress", "minio.storage", "is not a CIDR"),
-    ("k8s_storage_egress", "169.254.169.254/32", "overlaps 169.254.0.0/16"),
-    ("k8s_storage_egress", "127.0.0.1", "overlaps 127.0.0.0/8"),
-    ("k8s_storage_egress", "fe80::1/128", "overlaps fe80::/10"),
-    ("k8s_storage_egress", "0.0.0.0/0", "too broad"),
-    ("k8s_storage_egress", "10.0.0.0/7", "too broad"),
-    ("k8s_storage_ports", "9000,http", "is not a TCP port"),
-    ("k8s_storage_ports", "70000", "is not a TCP port"),
-    ("k8s_storage_pod_labels", "app=minio", "needs DEVEX_K8S_STORAGE_NAMESPACE_LABELS"),
-    ("k8s_storage_namespace_labels", "bad key=x", "is not a label key"),
-    ("k8s_storage_namespace_labels", "k=bad value!", "is not a label value"),
+@pytest.mark.parametrize(("name", "raw", "words"), [
+    ("STORAGE_EGRESS", "10.20.0.1/16", "has host bits set"),
+    ("STORAGE_EGRESS", "minio.storage", "is not a CIDR"),
+    ("STORAGE_EGRESS", "169.254.169.254/32", "overlaps 169.254.0.0/16"),
+    ("STORAGE_EGRESS", "127.0.0.1", "overlaps 127.0.0.0/8"),
+    ("STORAGE_EGRESS", "fe80::1/128", "overlaps fe80::/10"),
+    ("STORAGE_EGRESS", "0.0.0.0/0", "too broad"),
+    ("STORAGE_EGRESS", "10.0.0.0/7", "too broad"),
+    ("STORAGE_PORTS", "9000,http", "is not a TCP port"),
+    ("STORAGE_PORTS", "70000", "is not a TCP port"),
+    ("STORAGE_POD_LABELS", "app=minio", "needs DEVEX_K8S_STORAGE_NAMESPACE_LABELS"),
+    ("STORAGE_NAMESPACE_LABELS", "bad key=x", "is not a label key"),
+    ("STORAGE_NAMESPACE_LABELS", "k=bad value!", "is not a label value"),
 ])
-def test_bad_storage_egress_settings_are_config_errors(field, raw, words):
-    settings = replace(PLAIN, **{field: raw})
-    if field == "k8s_storage_ports":
-        settings = replace(settings, k8s_storage_egress="10.20.0.0/16")
-    with pytest.raises(ConfigError, match=words):
-        manifests.storage_egress(settings)
-    with pytest.raises(ConfigError, match=words):  # refused at start-up, not per REPL
-        KubernetesRuntime(settings)
+def test_bad_storage_egress_settings_are_config_errors(name, raw, words):
+    env = {f"DEVEX_K8S_{name}": raw}
+    if name == "STORAGE_PORTS":
+        env["DEVEX_K8S_STORAGE_EGRESS"] = "10.20.0.0/16"
+    with pytest.raises(ConfigError, match=f"^DEVEX_K8S_STORAGE_.*{words}"):
+        Settings.from_env(env)  # refused at start-up, not per REPL
 
 
 def test_storage_ports_alone_are_a_config_error():
     with pytest.raises(ConfigError, match="needs DEVEX_K8S_STORAGE_EGRESS"):
-        manifests.storage_egress(replace(PLAIN, k8s_storage_ports="9000"))
+        Settings.from_env({"DEVEX_K8S_STORAGE_PORTS": "9000"})
+
+
+def test_kubernetes_settings_are_parsed_once_into_plain_values():
+    """The builders get dicts, normalised CIDRs and numbers, never the raw strings."""
+    settings = Settings.from_env({
+        "DEVEX_K8S_INGRESS_ANNOTATIONS": '{"a.example/timeout": 3600}',
+        "DEVEX_K8S_STORAGE_EGRESS": "10.20.0.0/16, 192.168.7.9",
+        "DEVEX_K8S_STORAGE_NAMESPACE_LABELS": "kubernetes.io/metadata.name=storage",
+        "DEVEX_K8S_STORAGE_PORTS": "9000,443",
+        "DEVEX_K8S_CORE_POD_LABELS": "",
+        "DEVEX_K8S_CORE_PORT": "8080",
+        "DEVEX_K8S_READ_ONLY_ROOT": "false",
+        "DEVEX_KUBECONFIG": "/etc/kube.yaml",
+    })
+    assert settings.kubernetes == replace(
+        KubernetesSettings(),
+        ingress_annotations={"a.example/timeout": "3600"},
+        storage_egress=("10.20.0.0/16", "192.168.7.9/32"),
+        storage_namespace_labels={"kubernetes.io/metadata.name": "storage"},
+        storage_ports=(9000, 443), core_pod_labels={}, core_port=8080,
+        read_only_root=False, kubeconfig="/etc/kube.yaml")
+    assert Settings.from_env({}).kubernetes == KubernetesSettings()  # the defaults parse
+    with pytest.raises(ConfigError, match="^DEVEX_K8S_CORE_PORT must be an integer"):
+        Settings.from_env({"DEVEX_K8S_CORE_PORT": "http"})
 
 
 def test_storage_egress_settings_come_from_the_environment():
@@ -695,7 +724,7 @@ def test_deploy_config_is_for_a_web_behind_one_tls_ingress():
     settings = Settings.from_env(env)
     assert settings.trusted_proxies == 1 and settings.auth_mode == "github"
     assert settings.start_timeout >= 300  # a cold image pull fits
-    KubernetesRuntime(settings)  # every Kubernetes setting is valid (ConfigError otherwise)
+    KubernetesRuntime(settings)  # from_env refused any bad Kubernetes setting above
 
 
 def test_web_readiness_probe_checks_only_what_the_web_needs():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import socket
 from dataclasses import replace
 
 import pytest
@@ -12,27 +11,22 @@ import urllib3
 import yaml
 from kubernetes import client
 
-from devex.config import Settings
+from devex.config import KubernetesSettings, Settings
 from devex.errors import FilesNotSaved, RuntimeFailure, RuntimeUnavailable
 from devex.infra.runtime.kubernetes import KubernetesRuntime
 from devex.infra.runtime.kubernetes.client import KubeError, is_transient
-from devex.infra.runtime.kubernetes.names import MANAGED_SELECTOR
-from devex.infra.runtime.kubernetes.pods import (
-    FATAL_REASONS,
-    WAITING_REASONS,
-    diagnose,
-    explain_pod,
-)
+from devex.infra.runtime.kubernetes.pods import diagnose
 from devex.models import Repl
 from devex.templates_catalog import Catalog
-from devex.tokens import CONTROL_SCOPE, IDE_SCOPE, TokenError, repl_key, verify
+from devex_shared.access_tokens import CONTROL_SCOPE, IDE_SCOPE, TokenError, repl_key, verify
+from tests.support.ports import free_port
 
 NS = "devex-repls"
 KINDS = ("deployments", "services", "ingresses", "networkpolicies", "secrets")
 SECRET = "s" * 40
 # How a failed sync-up's log ends: a logged error, then the one line it prints on failure.
 UPLOAD_DENIED = (
-    "2026-11-02 10:00:01,234 ERROR devex.infra.storage.sync: sync up of /workspace: could "
+    "2026-11-02 10:00:01,234 ERROR devex_shared.storage.sync: sync up of /workspace: could "
     "not upload notes.txt: S3 upload 'alice/0123456789ab/notes.txt' failed: AccessDenied\n"
     "runner: sync-up failed: sync up incomplete, nothing deleted: notes.txt: S3 upload "
     "'alice/0123456789ab/notes.txt' failed: AccessDenied Access Denied\n")
@@ -41,7 +35,8 @@ UPLOAD_DENIED = (
 @pytest.fixture
 def settings():
     return Settings(secret_key=SECRET, runtime="kubernetes", storage="s3", s3_bucket="repls",
-                    start_timeout=5, k8s_stop_timeout=5, core_url="http://devex-web.devex:8000")
+                    start_timeout=5, core_url="http://devex-web.devex:8000",
+                    kubernetes=KubernetesSettings(stop_timeout=5))
 
 
 @pytest.fixture
@@ -99,7 +94,7 @@ def test_start_returns_url_and_creates_every_object(fake, runtime, repl, templat
     assert len(fake.names("pods", NS)) == 1
     secret = fake.get("secrets", NS, "repl-0123456789ab-runner")
     assert base64.b64decode(secret["data"]["runner-key"]).decode() == repl_key(SECRET, repl.id)
-    assert fake.count("list") == 1 and fake.count("watch") == 0  # Ready at once: one look
+    assert fake.count("watch") == 0  # Ready at once: nothing to wait for
     assert runtime.is_running(repl)
     assert "The runner is ready" in events.text()
 
@@ -150,8 +145,9 @@ def test_retried_stop_uses_a_new_ephemeral_container(fake, runtime, repl, templa
         runtime.stop(repl, events)
     fake.sync_exit_code = None  # the next one never finishes
     with pytest.raises(FilesNotSaved):
-        replace_runtime = KubernetesRuntime(replace(runtime.settings, k8s_stop_timeout=1),
-                                            api_client=fake.api_client())
+        replace_runtime = KubernetesRuntime(
+            replace(runtime.settings, kubernetes=KubernetesSettings(stop_timeout=1)),
+            api_client=fake.api_client())
         replace_runtime.stop(repl, events)
     pod = fake.get("pods", NS, pod_name)
     names = [c["name"] for c in pod["spec"]["ephemeralContainers"]]
@@ -222,7 +218,7 @@ def test_sync_up_quiesces_the_runner_with_a_control_token_for_this_repl(
 def test_stop_returns_only_once_no_pod_is_left(fake, settings, repl, template, events):
     """Its autosave saves once more on SIGTERM: until the pod is gone, storage may still
     change (and a delete job removes the files right after the stop)."""
-    runtime = KubernetesRuntime(replace(settings, k8s_stop_timeout=1),
+    runtime = KubernetesRuntime(replace(settings, kubernetes=KubernetesSettings(stop_timeout=1)),
                                 api_client=fake.api_client())
     runtime.start(repl, template, events)
     stray = copy.deepcopy(fake.get("pods", NS, fake.names("pods", NS)[0]))
@@ -274,7 +270,7 @@ def test_a_pod_from_before_the_autosave_sidecar_can_still_be_saved(fake, runtime
 
 
 def test_stop_times_out_and_deletes_nothing(fake, settings, repl, template, events):
-    runtime = KubernetesRuntime(replace(settings, k8s_stop_timeout=1),
+    runtime = KubernetesRuntime(replace(settings, kubernetes=KubernetesSettings(stop_timeout=1)),
                                 api_client=fake.api_client())
     runtime.start(repl, template, events)
     fake.sync_exit_code = None
@@ -306,8 +302,8 @@ def test_start_when_objects_already_exist_is_a_no_op(fake, runtime, repl, templa
     result = runtime.start(repl, template, events)
 
     assert result.url.endswith(f"/{repl.id}/")
-    assert fake.count("create") == 5  # each answered 409 AlreadyExists ...
-    assert fake.count("get") == 5  # ... read back and compared ...
+    assert fake.resources("create") == set(KINDS)  # each answered 409 AlreadyExists ...
+    assert fake.resources("get") == set(KINDS)  # ... read back and compared ...
     assert fake.count("patch") == 0  # ... and found equal
     assert fake.names("pods", NS) == pods  # the running pod was left alone
 
@@ -396,7 +392,7 @@ RESOURCE = {"Deployment": "deployments", "Service": "services", "Ingress": "ingr
 def test_stop_when_everything_is_already_gone(fake, runtime, repl, events):
     runtime.stop(repl, events)
 
-    assert fake.count("delete") == 5  # every delete answered 404 and was taken as done
+    assert fake.resources("delete") == set(KINDS)  # each answered 404, taken as done
     assert "no unsaved files" in events.text()
 
 
@@ -483,7 +479,8 @@ def test_start_transient_api_error_keeps_everything_for_the_retry(
 
 
 def test_start_request_timeout_is_transient(fake, settings, repl, template, events):
-    runtime = KubernetesRuntime(replace(settings, k8s_request_timeout=1),
+    runtime = KubernetesRuntime(replace(settings, kubernetes=replace(settings.kubernetes,
+                                                                     request_timeout=1)),
                                 api_client=fake.api_client())
     fake.hang.add(("POST", "services"))  # never answered: the client's read timeout fires
 
@@ -493,10 +490,8 @@ def test_start_request_timeout_is_transient(fake, settings, repl, template, even
 
 
 def refused_api_client():
-    with socket.socket() as s:  # a port nobody listens on: connections are refused
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}"))
+    # A port nobody listens on: connections are refused.
+    return client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{free_port()}"))
 
 
 def test_refused_connection_is_transient_for_start_stop_and_delete(settings, repl, template,
@@ -577,18 +572,21 @@ def test_transient_classification(exc, transient):
     assert is_transient(exc) is transient
 
 
-# -- one table drives the words and what is fatal --------------------------------------------
-@pytest.mark.parametrize("reason", sorted(WAITING_REASONS))
-def test_waiting_reasons_table_drives_words_and_fatality(reason):
+# -- what a waiting container is said to be, and whether waiting longer can help --------------
+@pytest.mark.parametrize("reason, words, fatal", [
+    ("ImagePullBackOff", "The image img:1 could not be pulled.", False),
+    ("ErrImagePull", "The image img:1 could not be pulled.", False),
+    ("ErrImageNeverPull", "The image img:1 could not be pulled.", True),
+    ("InvalidImageName", "The image name img:1 is not valid.", True),
+    ("CrashLoopBackOff", "The runner keeps crashing.", False),
+    ("CreateContainerConfigError", "The runner could not be created: kubelet says no", True),
+    ("CreateContainerError", "The runner could not be created: kubelet says no", True),
+])
+def test_waiting_reasons_are_told_in_words_and_judged_fatal_or_not(reason, words, fatal):
     pod = {"status": {"phase": "Pending", "containerStatuses": [{
         "name": "runner", "image": "img:1",
         "state": {"waiting": {"reason": reason, "message": "kubelet says no"}}}]}}
-    words, fatal = diagnose(pod)
-    template, table_fatal = WAITING_REASONS[reason]
-    assert words == template.format(image="img:1", which="The runner",
-                                    message="kubelet says no")
-    assert explain_pod(pod) == words
-    assert fatal is table_fatal is (reason in FATAL_REASONS)
+    assert diagnose(pod) == (words, fatal)
     assert diagnose({"status": {"phase": "Running"}}) == (None, False)
 
 
@@ -606,8 +604,8 @@ def test_list_managed_finds_every_repl_object_by_label(fake, runtime, template, 
         (rid, kind) for rid in ("aaaaaaaaaaaa", "bbbbbbbbbbbb")
         for kind in ("Deployment", "Service", "Ingress", "NetworkPolicy", "Secret")}
     assert "not-ours" not in {o.name for o in found}
-    assert all(MANAGED_SELECTOR in r.query.replace("%2F", "/").replace("%3D", "=")
-               for r in fake.requests)
+    assert all("app.kubernetes.io/managed-by=devex" in r.query.replace("%2F", "/")
+               .replace("%3D", "=") for r in fake.requests)
 
 
 def test_check_reports_an_unreachable_api(fake, runtime):
@@ -624,31 +622,6 @@ def test_missing_secret_key_is_a_readable_failure(fake, settings, repl, template
     assert fake.count() == 0
 
 
-def test_api_calls_per_start_and_stop(fake, runtime, repl, template, events, capsys):
-    counts = {}
-    fake.reset_log()
-    runtime.start(repl, template, events)
-    counts["start (fresh)"] = fake.count()
-    fake.reset_log()
-    runtime.start(repl, template, events)
-    counts["start (already running)"] = fake.count()
-    fake.reset_log()
-    runtime.stop(repl, events)
-    counts["stop (save, exit 0)"] = fake.count()
-    runtime.start(repl, template, events)
-    fake.reset_log()
-    runtime.stop(repl, events, save=False)
-    counts["stop (force)"] = fake.count()
-    fake.reset_log()
-    runtime.stop(repl, events)
-    counts["stop (already gone)"] = fake.count()
-
-    with capsys.disabled():
-        print("\nKubernetes API calls:", ", ".join(f"{k}: {v}" for k, v in counts.items()))
-    assert counts == {"start (fresh)": 6, "start (already running)": 11,
-                      "stop (save, exit 0)": 9, "stop (force)": 6, "stop (already gone)": 8}
-
-
 def test_client_config_is_loaded_from_devex_kubeconfig(fake, settings, repl, template, tmp_path,
                                                        events):
     kubeconfig = tmp_path / "kubeconfig"
@@ -658,7 +631,8 @@ def test_client_config_is_loaded_from_devex_kubeconfig(fake, settings, repl, tem
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}],
         "users": [{"name": "me", "user": {"token": "not-a-real-token"}}],
     }))
-    runtime = KubernetesRuntime(replace(settings, kubeconfig=str(kubeconfig)))
+    runtime = KubernetesRuntime(replace(settings, kubernetes=KubernetesSettings(
+        stop_timeout=5, kubeconfig=str(kubeconfig))))
 
     runtime.start(repl, template, events)
 

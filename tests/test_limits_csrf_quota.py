@@ -8,7 +8,7 @@ import redis
 
 from devex.infra import keys
 from devex.models import Status
-from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` fixture
+from tests.support.auth_helpers import (
     OTHER,
     OWNER,
     add_users,
@@ -19,8 +19,8 @@ from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` 
     queued,
     session_api,
     store,
-    users_app,
 )
+from tests.support.redis_contents import redis_contents
 
 CREATE = {"name": "x", "template": "python", "start": False}
 
@@ -30,29 +30,14 @@ CREATE = {"name": "x", "template": "python", "start": False}
 NOT_STATE = (b"rq:", keys.SESSION_PREFIX.encode(), keys.RATE_LIMIT_PREFIX.encode(), b"LIMITS:")
 
 
+@pytest.fixture
+def app(users_app):
+    """Without a worker, with the three users: states are set in the store."""
+    return users_app
+
+
 def redis_state(app) -> dict:
-    """Every key of the app's Redis with its full contents (and whether it expires), so a
-    refused call that changed one field of one REPL is caught, not only a new key."""
-    r = app.extensions["devex"].components.redis
-    state = {}
-    for key in r.keys("*"):
-        if key.startswith(NOT_STATE):
-            continue
-        kind = r.type(key).decode()
-        if kind == "string":
-            value = r.get(key)
-        elif kind == "hash":
-            value = r.hgetall(key)
-        elif kind == "zset":
-            value = r.zrange(key, 0, -1, withscores=True)
-        elif kind == "list":
-            value = r.lrange(key, 0, -1)
-        elif kind == "set":
-            value = sorted(r.smembers(key))
-        else:
-            raise AssertionError(f"redis_state does not know {kind} keys ({key!r})")
-        state[key] = (kind, value, r.ttl(key) > 0)
-    return state
+    return redis_contents(app.extensions["devex"].components.redis, skip=NOT_STATE)
 
 
 def test_redis_state_sees_a_changed_field(app):
@@ -250,7 +235,7 @@ def test_bad_rate_limit_setting_is_refused_at_start(data_dir):
 
 # -- sessions when Redis is down -------------------------------------------------------------
 def test_redis_outage_is_503_not_500_and_healthz_stays_up(data_dir):
-    from tests.support.redis_server import free_port
+    from tests.support.ports import free_port
 
     app = make_app(data_dir, DEVEX_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     client = app.test_client()

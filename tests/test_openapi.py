@@ -10,9 +10,9 @@ from openapi_spec_validator import validate
 
 from devex import create_app
 from devex.errors import InvalidInput
+from devex.services.api_tokens import validate_token_name
 from devex.services.repls import validate_name
-from devex.services.tokens import validate_token_name
-from tests.test_auth_github import github_app
+from tests.support.github_login import github_app
 
 
 def spec_of(app) -> dict:

@@ -187,7 +187,7 @@ def test_request_ids_are_kept_when_sane_and_made_otherwise(client):
 
 def test_a_log_line_names_its_request_user_and_repl_and_hides_secrets(app):
     """The filter and format the web installs, on a real request of a logged-in user."""
-    from devex.security import require_actor
+    from devex.web.security import require_actor
 
     out = io.StringIO()
     handler = logging.StreamHandler(out)

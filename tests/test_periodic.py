@@ -93,7 +93,7 @@ def test_runner_heartbeats_record_activity(data_dir):
 
     from devex import create_app
     from tests.conftest import login_local
-    from tests.support.redis_server import free_port
+    from tests.support.ports import free_port
     from tests.support.waiting import wait_for
 
     port = free_port()

@@ -16,16 +16,13 @@ import pytest
 from devex.config import Settings
 from devex.errors import Conflict
 from devex.infra import keys
-from devex.models import Desired, Repl, Status, utcnow
+from devex.models import Desired, Repl, Status
 from devex.services.repls import ReplService
+from devex.timestamps import utcnow
 from devex.wiring import build
 from jobs import context, periodic
 from tests.conftest import ROOT
-from tests.support.recovery import (
-    ADA,
-    cluster,  # noqa: F401 - fixture
-)
-from tests.support.rq_processes import start_worker  # noqa: F401 - fixture
+from tests.support.recovery import ADA
 from tests.support.waiting import wait_for
 
 
@@ -34,7 +31,7 @@ from tests.support.waiting import wait_for
     ("failed", "Starting failed: unexpected KeyError (details in the worker log)"),
 ])
 def test_a_runner_up_while_its_repl_is_not_running_is_stopped_files_saved(
-        cluster, status, error):  # noqa: F811
+        cluster, status, error):
     cluster.worker()
     repl = cluster.running_repl()
     (cluster.workspace(repl.id) / "notes.txt").write_text("typed before the mix-up")
@@ -55,7 +52,7 @@ def test_a_runner_up_while_its_repl_is_not_running_is_stopped_files_saved(
     cluster.assert_nothing_orphaned()
 
 
-def test_runtime_objects_whose_record_is_gone_are_saved_then_removed(cluster, caplog):  # noqa: F811
+def test_runtime_objects_whose_record_is_gone_are_saved_then_removed(cluster, caplog):
     cluster.worker()
     repl = cluster.running_repl()
     (cluster.workspace(repl.id) / "notes.txt").write_text("nobody's now, but kept")

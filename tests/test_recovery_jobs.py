@@ -16,10 +16,8 @@ import urllib.request
 
 from tests.support.recovery import (
     ADA,
-    cluster,  # noqa: F401 - fixture
     kill_worker_and_job,
 )
-from tests.support.rq_processes import start_worker  # noqa: F401 - fixture
 from tests.support.waiting import wait_for
 
 RESUMED = "resume: Resumed the interrupted {} after its worker stopped."
@@ -39,7 +37,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_worker_killed_while_a_create_copies_the_starter_files(cluster):  # noqa: F811
+def test_worker_killed_while_a_create_copies_the_starter_files(cluster):
     repl = cluster.service.create(ADA, "c", "python", start=True).repl
     copy = cluster.gate.hold("PUT", f"{repl.id}/README.md")
     first = cluster.worker()
@@ -55,7 +53,7 @@ def test_worker_killed_while_a_create_copies_the_starter_files(cluster):  # noqa
     cluster.assert_nothing_orphaned()
 
 
-def test_worker_killed_while_a_start_fetches_the_files(cluster):  # noqa: F811
+def test_worker_killed_while_a_start_fetches_the_files(cluster):
     first = cluster.worker()
     repl = cluster.service.create(ADA, "s", "python", start=False).repl
     cluster.wait_status(repl.id, "stopped")
@@ -75,7 +73,7 @@ def test_worker_killed_while_a_start_fetches_the_files(cluster):  # noqa: F811
     cluster.assert_nothing_orphaned()  # no half-fetched workspace left either
 
 
-def test_worker_killed_after_the_runner_launched_adopts_that_runner(cluster):  # noqa: F811
+def test_worker_killed_after_the_runner_launched_adopts_that_runner(cluster):
     first = cluster.worker()
     repl = cluster.service.create(ADA, "a", "python", start=False).repl
     cluster.wait_status(repl.id, "stopped")
@@ -98,7 +96,7 @@ def test_worker_killed_after_the_runner_launched_adopts_that_runner(cluster):  #
     cluster.assert_nothing_orphaned()
 
 
-def test_worker_killed_during_a_stop_before_the_upload(cluster):  # noqa: F811
+def test_worker_killed_during_a_stop_before_the_upload(cluster):
     first = cluster.worker()
     repl = cluster.running_repl()
     (cluster.workspace(repl.id) / "notes.txt").write_text("saved before the kill?")
@@ -117,7 +115,7 @@ def test_worker_killed_during_a_stop_before_the_upload(cluster):  # noqa: F811
     cluster.assert_nothing_orphaned()
 
 
-def test_worker_killed_during_a_stop_after_the_upload(cluster):  # noqa: F811
+def test_worker_killed_during_a_stop_after_the_upload(cluster):
     first = cluster.worker()
     repl = cluster.running_repl()
     (cluster.workspace(repl.id) / "notes.txt").write_text("uploaded, then killed")
@@ -141,7 +139,7 @@ def test_worker_killed_during_a_stop_after_the_upload(cluster):  # noqa: F811
     cluster.assert_nothing_orphaned()
 
 
-def test_worker_killed_while_a_delete_removes_the_files(cluster):  # noqa: F811
+def test_worker_killed_while_a_delete_removes_the_files(cluster):
     first = cluster.worker()
     repl = cluster.running_repl()
     removal = cluster.gate.hold("POST", f"/{cluster.bucket}")  # DeleteObjects

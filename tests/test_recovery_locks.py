@@ -14,17 +14,16 @@ from devex.config import Settings
 from devex.errors import LeaseLost, LockBusy
 from devex.infra import keys
 from devex.infra.redis_store import ReplStore
-from devex.models import Repl, Status, utcnow
+from devex.models import Repl, Status
+from devex.timestamps import utcnow
 from devex.wiring import build
 from jobs import context, locking, periodic
 from jobs import repl as repl_jobs
 from tests.support.recovery import (
     ADA,
     backdate,
-    cluster,  # noqa: F401 - fixture
     kill_job,
 )
-from tests.support.rq_processes import start_worker  # noqa: F401 - fixture
 from tests.support.waiting import wait_for
 
 TOOK_OVER = "recovered: Took over from an interrupted job"
@@ -46,7 +45,7 @@ def _finished(where, job_id: str) -> Job:
     return job
 
 
-def test_a_retried_job_takes_over_the_lock_of_its_killed_run_at_once(cluster):  # noqa: F811
+def test_a_retried_job_takes_over_the_lock_of_its_killed_run_at_once(cluster):
     worker = cluster.worker(DEVEX_LOCK_LEASE="600")  # waiting the lease out: 10 minutes
     repl = cluster.running_repl()
     upload, job_id = _stop_held_at_its_last_save(cluster, repl)
@@ -61,7 +60,7 @@ def test_a_retried_job_takes_over_the_lock_of_its_killed_run_at_once(cluster):  
     cluster.assert_nothing_orphaned()
 
 
-def test_the_lock_of_a_job_rq_calls_failed_goes_to_the_next_job_at_once(cluster):  # noqa: F811
+def test_the_lock_of_a_job_rq_calls_failed_goes_to_the_next_job_at_once(cluster):
     worker = cluster.worker(DEVEX_LOCK_LEASE="600")
     repl = cluster.running_repl()
     cluster.comps.jobs.retry_intervals = ()  # the stop job is enqueued without retries
@@ -96,7 +95,7 @@ def _await_renewals(conn: redis.Redis, key: str, count: int) -> None:
     wait_for(renewed, 30, f"{count} renewals of {key}")
 
 
-def test_a_live_job_keeps_its_lock_past_its_lease_and_nobody_takes_it(cluster):  # noqa: F811
+def test_a_live_job_keeps_its_lock_past_its_lease_and_nobody_takes_it(cluster):
     cluster.worker(DEVEX_LOCK_LEASE="1")  # renewed every 0.2 s
     repl = cluster.running_repl()
     upload, job_id = _stop_held_at_its_last_save(cluster, repl)

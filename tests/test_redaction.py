@@ -11,25 +11,31 @@ import redis as redis_lib
 
 from devex import create_app
 from devex.config import Settings
-from devex.infra.storage import StorageError
-from devex.infra.storage.s3 import S3Storage, client_config
-from devex.models import Desired, Repl, Status, utcnow
-from devex.redact import redact
+from devex.models import Desired, Repl, Status
+from devex.timestamps import utcnow
 from devex.wiring import build
+from devex_shared.redact import redact
+from devex_shared.storage import StorageError
+from devex_shared.storage.s3 import S3Storage, client_config
 from jobs import context
 from jobs import repl as repl_jobs
-from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` fixture
+from tests.support.auth_helpers import (
     ADMIN,
     OWNER,
     create_repl,
     session_api,
     store,
-    users_app,
 )
-from tests.support.redis_server import free_port
+from tests.support.ports import free_port
 
 PASSWORD = "s3cr3t-pass"
 BUCKET = "team-bucket"
+
+
+@pytest.fixture
+def app(users_app):
+    """Without a worker, with the three users: states are set in the store."""
+    return users_app
 
 
 def endpoint_with_credentials() -> str:
@@ -98,10 +104,11 @@ def test_messages_written_before_redaction_are_shown_redacted(app):
 
 
 def test_an_autosave_failure_reported_by_the_runner_is_redacted(app):
-    from devex import tokens
+    from devex_shared import access_tokens
 
     repl_id = create_repl(app, OWNER[0], status=Status.RUNNING)
-    token = tokens.sign(tokens.repl_key("test-secret", repl_id), repl_id, tokens.RUNNER_SCOPE)
+    key = access_tokens.repl_key("test-secret", repl_id)
+    token = access_tokens.sign(key, repl_id, access_tokens.RUNNER_SCOPE)
     error = f'S3 put failed: Could not connect to the endpoint URL: "http://u:{PASSWORD}@m/x"'
     resp = app.test_client().post(
         f"/api/runner/{repl_id}/heartbeat", json={"active": False, "autosave": {

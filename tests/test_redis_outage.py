@@ -18,7 +18,6 @@ from tests.support.rq_processes import (
     assert_retry_delays_fire,
     await_periodic_runs,
     scheduler_pid,
-    start_worker,  # noqa: F401 - fixture
     worker_env,
 )
 from tests.support.waiting import wait_for
@@ -28,7 +27,7 @@ RETRY_DELAY = 10  # falls due while Redis is away
 
 
 def test_worker_scheduler_and_cron_outlive_a_redis_outage(
-        restartable_redis, data_dir, tmp_path, start_worker):  # noqa: F811
+        restartable_redis, data_dir, tmp_path, start_worker):
     server = restartable_redis
     worker = start_worker(
         worker_env(server.url, data_dir, DEVEX_PERIODIC_INTERVAL="2"),
@@ -67,7 +66,7 @@ def test_worker_scheduler_and_cron_outlive_a_redis_outage(
 
 
 def test_worker_registers_again_with_a_redis_that_lost_its_data(
-        restartable_redis, data_dir, start_worker):  # noqa: F811
+        restartable_redis, data_dir, start_worker):
     """Redis back empty (no persistence, a lost volume): the live worker must be listed
     again -- or anything judging workers by RQ's registry takes it for dead -- and its
     scheduler must take the lock again and carry on."""

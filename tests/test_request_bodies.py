@@ -13,22 +13,28 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from devex import tokens
-from devex.jsonbody import MAX_DEPTH, nesting_depth
 from devex.models import Status
-from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` fixture
+from devex.web.jsonbody import nesting_depth
+from devex_shared import access_tokens
+from tests.support.auth_helpers import (
     OWNER,
     create_repl,
     session_api,
     store,
-    users_app,
 )
 
 DEEP = "[" * 30_000  # what the probe sent: RecursionError in json.loads
 
 
+@pytest.fixture
+def app(users_app):
+    """Without a worker, with the three users: states are set in the store."""
+    return users_app
+
+
 def runner_token(repl_id: str) -> str:
-    return tokens.sign(tokens.repl_key("test-secret", repl_id), repl_id, tokens.RUNNER_SCOPE)
+    key = access_tokens.repl_key("test-secret", repl_id)
+    return access_tokens.sign(key, repl_id, access_tokens.RUNNER_SCOPE)
 
 
 def post_json(client, path: str, text: str, headers=None):
@@ -48,7 +54,7 @@ def test_deep_nesting_from_an_authenticated_caller_is_a_400(app):
     auth = {"Authorization": f"Bearer {runner_token(repl_id)}"}
     resp = post_json(app.test_client(), f"/api/runner/{repl_id}/heartbeat", DEEP, auth)
     assert resp.status_code == 400 and resp.json["error"]["code"] == "invalid_json"
-    assert f"deeper than {MAX_DEPTH} levels" in resp.json["error"]["message"]
+    assert "deeper than 32 levels" in resp.json["error"]["message"]
     owner = session_api(app, OWNER[0])
     created = owner.client.post("/api/repl/create", data=DEEP, content_type="application/json",
                                 headers={"X-CSRF-Token": owner.csrf})
@@ -58,7 +64,7 @@ def test_deep_nesting_from_an_authenticated_caller_is_a_400(app):
 
 def test_the_nesting_bound_leaves_room_for_real_bodies(app):
     owner = session_api(app, OWNER[0])
-    extra = "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
+    extra = "[" * 31 + "]" * 31  # with the object around them: 32 levels, the most allowed
     ok = owner.client.post(
         "/api/repl/create",
         data=f'{{"name": "deep [[[ in a string", "template": "bash", "start": false, '
@@ -83,7 +89,7 @@ def test_nesting_depth_ignores_brackets_in_strings(text, depth):
         (b'{"name": "x", "template": }', "application/json", "line 1"),
         (b"\xff\xfe{}", "application/json", "UTF-8"),
         (b'{"name": "x"} trailing', "application/json", "valid JSON"),
-        (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "application/json", "deeper"),
+        (b"[" * 33 + b"]" * 33, "application/json", "deeper"),
     ],
 )
 def test_unparseable_bodies_are_400_in_the_contract(app, body, content_type, words):

@@ -16,7 +16,7 @@ import requests
 import yaml
 from diff_match_patch import diff_match_patch
 
-from devex import tokens
+from devex_shared import access_tokens
 from tests.conftest import ROOT
 from tests.support.ide_client import IdeClient
 from tests.support.runner_process import Runner
@@ -24,12 +24,12 @@ from tests.support.tampering import signed_long_ago, tamper
 from tests.support.waiting import wait_for
 
 SECRET = "ws-test-secret"
-KEY = tokens.repl_key(SECRET, "r1")
+KEY = access_tokens.repl_key(SECRET, "r1")
 OUTSIDE = "OUTSIDE-THE-WORKSPACE"
 
 
 def ide_token(repl_id: str = "r1", key: str = KEY) -> str:
-    return tokens.sign(key, repl_id, tokens.IDE_SCOPE)
+    return access_tokens.sign(key, repl_id, access_tokens.IDE_SCOPE)
 
 
 @pytest.fixture
@@ -102,10 +102,12 @@ def test_query_token_also_opens_the_socket(runner):
 @pytest.mark.parametrize(
     "bad",
     [
-        pytest.param(lambda: ide_token("r2", tokens.repl_key(SECRET, "r2")), id="other-repl"),
+        pytest.param(lambda: ide_token("r2", access_tokens.repl_key(SECRET, "r2")),
+                     id="other-repl"),
         pytest.param(lambda: ide_token("r2"), id="other-id-same-key"),
-        pytest.param(lambda: tokens.sign(KEY, "r1", tokens.RUNNER_SCOPE), id="runner-scope"),
-        pytest.param(lambda: signed_long_ago(KEY, "r1", tokens.IDE_SCOPE), id="expired"),
+        pytest.param(lambda: access_tokens.sign(KEY, "r1", access_tokens.RUNNER_SCOPE),
+                     id="runner-scope"),
+        pytest.param(lambda: signed_long_ago(KEY, "r1", access_tokens.IDE_SCOPE), id="expired"),
         pytest.param(lambda: tamper(ide_token()), id="tampered"),
     ],
 )
@@ -434,14 +436,14 @@ def test_run_without_a_run_command_is_an_error(workspace, tmp_path):
 # -- the stop --------------------------------------------------------------------------------
 def test_quiesce_needs_a_control_token_then_stops_edits(runner, ide, workspace):
     url = runner.url + "_control/quiesce"
-    for bad in (ide_token(), tokens.sign(KEY, "r1", tokens.RUNNER_SCOPE),
-                tamper(tokens.sign(KEY, "r1", tokens.CONTROL_SCOPE))):
+    for bad in (ide_token(), access_tokens.sign(KEY, "r1", access_tokens.RUNNER_SCOPE),
+                tamper(access_tokens.sign(KEY, "r1", access_tokens.CONTROL_SCOPE))):
         assert requests.post(url, headers={"Authorization": f"Bearer {bad}"},
                              timeout=10).status_code == 401
     ide.call("createFile", {"path": "still-open.txt"})
     session = ide.call("requestTerminal", {}, reply="terminalConnected")["sessionId"]
     shell = _pid_of(ide, session)
-    control = tokens.sign(KEY, "r1", tokens.CONTROL_SCOPE)
+    control = access_tokens.sign(KEY, "r1", access_tokens.CONTROL_SCOPE)
     resp = requests.post(url, headers={"Authorization": f"Bearer {control}"}, timeout=30)
     assert resp.status_code == 200 and resp.json() == {"ok": True, "closed": 1}
     assert "stopping" in ide.expect("stopping")["data"]["message"]

@@ -20,7 +20,6 @@ from tests.support.rq_processes import (
     await_periodic_runs,
     parent_pid,
     scheduler_pid,
-    start_worker,  # noqa: F401 - fixture
     worker_env,
 )
 from tests.support.waiting import wait_for
@@ -39,7 +38,7 @@ def test_embedded_worker_runs_the_periodic_jobs_on_rq_cron(data_dir):
 
 
 def test_reconcile_and_cull_idle_run_on_their_own_with_redis_server_and_rq_worker(
-        redis_url, data_dir, start_worker):  # noqa: F811
+        redis_url, data_dir, start_worker):
     """The README's cluster recipe without Kubernetes: nothing but redis-server and
     ``rq worker --with-scheduler``; no CronJob, no `rq enqueue`."""
     worker = start_worker(worker_env(redis_url, data_dir, DEVEX_PERIODIC_INTERVAL=INTERVAL))
@@ -51,7 +50,7 @@ def test_reconcile_and_cull_idle_run_on_their_own_with_redis_server_and_rq_worke
 
 
 def test_one_scheduler_enqueues_and_scheduling_resumes_after_sigkill(
-        redis_url, data_dir, start_worker):  # noqa: F811
+        redis_url, data_dir, start_worker):
     env = worker_env(redis_url, data_dir, DEVEX_PERIODIC_INTERVAL=INTERVAL)
     workers = [start_worker(env), start_worker(env)]
     conn = redis.Redis.from_url(redis_url)

@@ -15,19 +15,24 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from devex.headers import PAGE_CSP
 from tests.conftest import ROOT
-from tests.support.auth_helpers import (  # noqa: F401 - users_app is the `app` fixture
+from tests.support.auth_helpers import (
     OWNER,
     bearer,
     new_token,
     session_api,
-    users_app,
 )
 from tests.support.browser import create, sign_in
-from tests.support.redis_server import free_port
+from tests.support.github_login import Live, github_app
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
-from tests.test_auth_github import Live, github_app
+
+
+@pytest.fixture
+def app(users_app):
+    """Without a worker, with the three users: states are set in the store."""
+    return users_app
+
 
 # -- OAuth code and state stay out of access logs ---------------------------------------------
 
@@ -71,7 +76,7 @@ def test_gunicorn_access_log_has_no_oauth_code_or_state(tmp_path):
         def up() -> bool:
             try:
                 return requests.get(url + "/healthz", timeout=2).status_code == 200
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still loading the app
                 return proc.poll() is not None  # exited: the assertion below says so
         wait_for(up, 60, "gunicorn to serve")
         assert proc.poll() is None, "gunicorn exited"
@@ -127,7 +132,10 @@ def test_the_dashboard_works_under_its_csp(page):
     expect(page).to_have_title("Personal tokens · Devex")
     assert page.evaluate("window.__csp") == []
     framed = page.request.get("/")
-    assert framed.headers["content-security-policy"] == PAGE_CSP
+    assert framed.headers["content-security-policy"] == (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'")
 
 
 # -- personal tokens are managed from a session only --------------------------------------------

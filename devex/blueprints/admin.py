@@ -7,10 +7,11 @@ from __future__ import annotations
 from apiflask import APIBlueprint
 from flask import request
 
-from devex import schemas_auth
 from devex.errors import InvalidInput, NotFound
+from devex.extension import extension
 from devex.models import Status
-from devex.security import auth_ext, devex, require_admin
+from devex.web.schemas.admin import AdminReplList, SuspendIn, UserStandingOut
+from devex.web.security import auth_ext, require_admin
 
 bp = APIBlueprint("admin", __name__, url_prefix="/api/admin", tag="Administration")
 
@@ -21,7 +22,7 @@ def _authenticate():
 
 
 @bp.get("/repls")
-@bp.output(schemas_auth.AdminReplList)
+@bp.output(AdminReplList)
 @bp.doc(
     summary="Every user's REPLs with their owner, newest first (?status=running to filter)",
     responses={401: "Not logged in", 403: "Not an administrator"},
@@ -31,13 +32,13 @@ def all_repls():
     wanted = request.args.get("status") or None
     if wanted is not None and wanted not in {s.value for s in Status}:
         raise InvalidInput(f"Unknown status {wanted!r}.", code="invalid_status")
-    repls = devex().repls.list_all(require_admin(), Status(wanted) if wanted else None)
+    repls = extension().repls.list_all(require_admin(), Status(wanted) if wanted else None)
     return {"repls": [{**r.public(), "owner_id": r.owner_id, "owner_login": r.owner_login}
                       for r in repls]}
 
 
 def _standing(user_id: str) -> dict:
-    user = devex().components.store.get_user(user_id)
+    user = extension().components.store.get_user(user_id)
     if user is None:
         raise NotFound("No such user.")
     return {
@@ -54,8 +55,8 @@ USER = {401: "Not logged in", 403: "Not an administrator (or CSRF)", 404: "No su
 
 
 @bp.post("/users/<user_id>/suspend")
-@bp.input(schemas_auth.SuspendIn, arg_name="data")
-@bp.output(schemas_auth.UserStandingOut)
+@bp.input(SuspendIn, arg_name="data")
+@bp.output(UserStandingOut)
 @bp.doc(
     summary="Suspend a user: their sessions and personal tokens stop working",
     responses={**USER, 409: "Administrators cannot suspend themselves"},
@@ -67,7 +68,7 @@ def suspend_user(user_id: str, data):
 
 
 @bp.post("/users/<user_id>/resume")
-@bp.output(schemas_auth.UserStandingOut)
+@bp.output(UserStandingOut)
 @bp.doc(summary="Lift a user's suspension (whoever suspended them)", responses=USER)
 def resume_user(user_id: str):
     require_admin()

@@ -6,10 +6,29 @@ from apiflask import APIBlueprint
 from flask import Response, current_app, request
 from werkzeug.routing import BaseConverter
 
-from devex import schemas
 from devex.errors import Unauthorized
-from devex.security import devex, require_actor
-from devex.tokens import RUNNER_SCOPE, RUNNER_TOKEN_MAX_AGE, TokenError, repl_key, verify
+from devex.extension import extension
+from devex.web.schemas.common import OkOut
+from devex.web.schemas.repls import (
+    CreateIn,
+    EventList,
+    ReplJob,
+    ReplList,
+    ReplListQuery,
+    ReplOut,
+    SessionOut,
+    TemplateList,
+)
+from devex.web.schemas.runner import HeartbeatIn
+from devex.web.security import require_actor
+from devex_shared.access_tokens import (
+    RUNNER_SCOPE,
+    RUNNER_TOKEN_MAX_AGE,
+    TokenError,
+    repl_key,
+    verify,
+)
+from devex_shared.bearer import parse_bearer
 
 bp = APIBlueprint("api", __name__, url_prefix="/api", tag="REPLs")
 
@@ -56,45 +75,45 @@ def _job(outcome):
 
 
 @bp.get("/templates")
-@bp.output(schemas.TemplateList)
+@bp.output(TemplateList)
 @bp.doc(summary="The template catalogue", responses={**COMMON})
 def templates():
     require_actor()
-    return {"templates": [t.public() for t in devex().components.catalog.all()]}
+    return {"templates": [t.public() for t in extension().components.catalog.all()]}
 
 
 @bp.post("/repl/create")
-@bp.input(schemas.CreateIn, arg_name="data")
-@bp.output(schemas.ReplJob, status_code=202)
+@bp.input(CreateIn, arg_name="data")
+@bp.output(ReplJob, status_code=202)
 @bp.doc(
     summary="Create a REPL (and start it unless start is false)",
     responses={**COMMON, 409: "Name taken", 413: "Body too large", 429: "Quota reached"},
 )
 def create(data):
     actor = require_actor()
-    outcome = devex().repls.create(actor, data["name"], data["template"], data["start"])
+    outcome = extension().repls.create(actor, data["name"], data["template"], data["start"])
     return {"repl": outcome.repl.public(), "job_id": outcome.job_id}, 202
 
 
 @bp.get("/repl/")
-@bp.input(schemas.ReplListQuery, location="query", arg_name="query")
-@bp.output(schemas.ReplList)
+@bp.input(ReplListQuery, location="query", arg_name="query")
+@bp.output(ReplList)
 @bp.doc(summary="My REPLs, newest first, a page at a time", responses={**COMMON})
 def list_repls(query):
-    page = devex().repls.page(require_actor(), query["limit"], query["cursor"])
+    page = extension().repls.page(require_actor(), query["limit"], query["cursor"])
     return _as_is({"repls": [r.public() for r in page.repls], "total": page.total,
                    "next_cursor": page.next_cursor})
 
 
 @bp.get("/repl/<repl_id:repl_id>")
-@bp.output(schemas.ReplOut)
+@bp.output(ReplOut)
 @bp.doc(summary="One REPL", responses=ONE)
 def get_repl(repl_id: str):
-    return _as_is(devex().repls.get(require_actor(), repl_id).public())
+    return _as_is(extension().repls.get(require_actor(), repl_id).public())
 
 
 @bp.post("/repl/<repl_id>/start")
-@bp.output(schemas.ReplJob, status_code=202)
+@bp.output(ReplJob, status_code=202)
 @bp.doc(
     summary="Start a REPL",
     responses={
@@ -105,51 +124,50 @@ def get_repl(repl_id: str):
     },
 )
 def start(repl_id: str):
-    return _job(devex().repls.start(require_actor(), repl_id))
+    return _job(extension().repls.start(require_actor(), repl_id))
 
 
 @bp.post("/repl/<repl_id>/stop")
-@bp.output(schemas.ReplJob, status_code=202)
+@bp.output(ReplJob, status_code=202)
 @bp.doc(
     summary="Stop a REPL, saving its files (force=true: without saving)",
     responses={**ONE, 200: "Already stopped or stopping", 409: "Deleting"},
 )
 def stop(repl_id: str):
     force = request.args.get("force", "").lower() in ("1", "true", "yes")
-    return _job(devex().repls.stop(require_actor(), repl_id, force=force))
+    return _job(extension().repls.stop(require_actor(), repl_id, force=force))
 
 
 @bp.delete("/repl/<repl_id:repl_id>")
-@bp.output(schemas.ReplJob, status_code=202)
+@bp.output(ReplJob, status_code=202)
 @bp.doc(summary="Delete a REPL and its files", responses={**ONE, 200: "Already deleting"})
 def delete(repl_id: str):
-    return _job(devex().repls.delete(require_actor(), repl_id))
+    return _job(extension().repls.delete(require_actor(), repl_id))
 
 
 @bp.get("/repl/<repl_id>/events")
-@bp.output(schemas.EventList)
+@bp.output(EventList)
 @bp.doc(summary="Progress and audit events, oldest first", responses=ONE)
 def events(repl_id: str):
-    events = devex().repls.events(require_actor(), repl_id)
+    events = extension().repls.events(require_actor(), repl_id)
     return {"events": [{"at": e.at, "kind": e.kind, "message": e.message} for e in events]}
 
 
 @bp.post("/repl/<repl_id>/session")
-@bp.output(schemas.SessionOut)
+@bp.output(SessionOut)
 @bp.doc(
     summary="A short-lived token for the IDE to reach the runner",
     responses={**ONE, 409: "Not running"},
 )
 def ide_session(repl_id: str):
-    return devex().repls.ide_session(require_actor(), repl_id)
+    return extension().repls.ide_session(require_actor(), repl_id)
 
 
 def _runner(repl_id: str) -> None:
     """The caller must hold a fresh runner token for this REPL: runners sign one for every
     heartbeat and idle call (runner/heartbeat.py), so minutes of age suffice."""
-    header = request.headers.get("Authorization", "")
-    token = header[7:] if header.startswith("Bearer ") else None
-    key = repl_key(devex().settings.secret_key, repl_id)
+    token = parse_bearer(request.headers.get("Authorization"))
+    key = repl_key(extension().settings.secret_key, repl_id)
     try:
         verify(key, repl_id, RUNNER_SCOPE, token, max_age=RUNNER_TOKEN_MAX_AGE)
     except TokenError:
@@ -157,20 +175,20 @@ def _runner(repl_id: str) -> None:
 
 
 @bp.post("/runner/<repl_id>/heartbeat")
-@bp.input(schemas.HeartbeatIn, arg_name="data")
-@bp.output(schemas.OkOut)
+@bp.input(HeartbeatIn, arg_name="data")
+@bp.output(OkOut)
 @bp.doc(summary="Runner: record activity", responses={401: "Bad runner token", 404: "Gone"})
 def heartbeat(repl_id: str, data):
-    devex().repls.runner_heartbeat(repl_id, data["active"], data.get("autosave"))
+    extension().repls.runner_heartbeat(repl_id, data["active"], data.get("autosave"))
     return {"ok": True}
 
 
 @bp.post("/runner/<repl_id>/idle")
-@bp.output(schemas.OkOut)
+@bp.output(OkOut)
 @bp.doc(
     summary="Runner: idle for the idle period, stop me",
     responses={401: "Bad runner token", 404: "Gone"},
 )
 def idle(repl_id: str):
-    devex().repls.runner_idle(repl_id)
+    extension().repls.runner_idle(repl_id)
     return {"ok": True}

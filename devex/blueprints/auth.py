@@ -1,5 +1,5 @@
 """Login, logout and who-am-I. GitHub OAuth (``/auth/github``, ``/auth/github/authorized``)
-is flask-dance's blueprint, wired in ``devex.auth``; the single local user exists only
+is flask-dance's blueprint, wired in ``devex.web.auth``; the single local user exists only
 while ``DEVEX_AUTH=local``. Logging out deletes the server-side session."""
 
 from __future__ import annotations
@@ -9,16 +9,17 @@ import ipaddress
 from apiflask import APIBlueprint
 from flask import redirect, request, url_for
 
-from devex import schemas
 from devex.errors import Forbidden, NotFound, Unauthorized
+from devex.extension import extension
 from devex.models import User
-from devex.redirects import safe_next
-from devex.security import (
+from devex.web.redirects import safe_next
+from devex.web.schemas.auth import MeOut
+from devex.web.schemas.common import OkOut
+from devex.web.security import (
     auth_ext,
     check_csrf,
     csrf_token,
     current_actor,
-    devex,
     login,
     logout,
 )
@@ -29,16 +30,16 @@ LOCAL_USER = User(id="local", login="local", name="Local user")
 
 
 @bp.post("/local")
-@bp.output(schemas.MeOut)
+@bp.output(MeOut)
 @bp.doc(
     summary="Log in as the single local user (DEVEX_AUTH=local only)",
     responses={404: "Not in local mode", 403: "The local user is suspended"},
 )
 def local_login():
     # The single local user is for the person at this machine: loopback callers only.
-    if devex().settings.auth_mode != "local" or not _loopback(request.remote_addr):
+    if extension().settings.auth_mode != "local" or not _loopback(request.remote_addr):
         raise NotFound("Local login is disabled.")
-    user = devex().components.store.upsert_user(LOCAL_USER)
+    user = extension().components.store.upsert_user(LOCAL_USER)
     accounts = auth_ext().accounts
     if user.suspended:
         raise Forbidden("This account is suspended.", code="account_suspended")
@@ -50,7 +51,7 @@ def local_login():
 
 
 @bp.post("/logout")
-@bp.output(schemas.OkOut)
+@bp.output(OkOut)
 @bp.doc(summary="End the session", responses={403: "CSRF token missing or wrong"})
 def logout_view():
     if current_actor() is not None:
@@ -74,7 +75,7 @@ def _from_form() -> bool:
 
 
 @bp.get("/me")
-@bp.output(schemas.MeOut)
+@bp.output(MeOut)
 @bp.doc(summary="The logged-in user", responses={401: "Not logged in"})
 def me():
     if current_actor() is None:
@@ -84,7 +85,7 @@ def me():
 
 def _me() -> dict:
     actor = current_actor()
-    user = devex().components.store.get_user(actor.id)
+    user = extension().components.store.get_user(actor.id)
     return {
         "id": user.id,
         "login": user.login,

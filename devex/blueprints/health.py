@@ -1,8 +1,8 @@
 """Liveness, readiness and metrics for operators.
 
 None of these can be held up by a dependency: ``/healthz`` touches none, ``/readyz``
-answers from the Redis watch's last check (``devex.degraded``), ``/api/admin/health`` waits
-at most ``DEVEX_HEALTH_TIMEOUT`` for its checks (``devex.probes``), and ``/metrics`` reads
+answers from the Redis watch's last check (``devex.web.degraded``), ``/api/admin/health`` waits
+at most ``DEVEX_HEALTH_TIMEOUT`` for its checks (``devex.web.probes``), and ``/metrics`` reads
 Redis only while the watch says it is up.
 """
 
@@ -15,32 +15,35 @@ from apiflask import APIBlueprint
 from flask import request
 from redis import RedisError
 
-from devex import schemas
 from devex.errors import Unauthorized
+from devex.extension import extension
 from devex.metrics import CONTENT_TYPE
-from devex.operations import ops
-from devex.probes import run_all
-from devex.security import devex, require_admin
+from devex.web.operations import ops
+from devex.web.probes import run_all
+from devex.web.schemas.common import OkOut
+from devex.web.schemas.health import DependenciesOut, ReadyOut
+from devex.web.security import require_admin
+from devex_shared.bearer import parse_bearer
 
 log = logging.getLogger(__name__)
 bp = APIBlueprint("health", __name__, tag="Operations")
 
 
 @bp.get("/healthz")
-@bp.output(schemas.OkOut)
+@bp.output(OkOut)
 @bp.doc(summary="200 while the process serves")
 def healthz():
     return {"ok": True}
 
 
 @bp.get("/readyz")
-@bp.output(schemas.ReadyOut)
+@bp.output(ReadyOut)
 @bp.doc(summary="Can this process serve? (Redis reachable)", responses={503: "Redis is down"})
 def readyz():
     # Only what this process cannot serve without. Storage and Kubernetes are used by the
     # workers, not by requests: a blip there must not take every web pod out of service.
     try:
-        ready = ops().redis_ready(devex().components)
+        ready = ops().redis_ready(extension().components)
     except RedisError as exc:  # the in-process Redis, asked directly
         log.error("not ready: redis %s", exc)
         ready = False
@@ -50,7 +53,7 @@ def readyz():
 
 
 @bp.get("/api/admin/health")
-@bp.output(schemas.DependenciesOut)
+@bp.output(DependenciesOut)
 @bp.doc(summary="Every dependency, with the error of each that is down (administrators)",
         responses={401: "Not logged in", 403: "Not an administrator",
                    503: "A dependency is down"})
@@ -68,9 +71,8 @@ def dependencies():
 def metrics():
     token = ops().settings.metrics_token
     if token:
-        scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                sent.strip().encode(), token.encode()):
+        sent = parse_bearer(request.headers.get("Authorization"))
+        if sent is None or not hmac.compare_digest(sent.encode(), token.encode()):
             raise Unauthorized("Metrics need the bearer token (DEVEX_METRICS_TOKEN).",
                                headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     return ops().metrics.render(), 200, {"Content-Type": CONTENT_TYPE}

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import redis
 
 from devex.infra import keys
+from devex.infra.redis_text import decode
 
 # KEYS: user.  ARGV: now, every.  1 when this caller should run the due re-check.
 _CLAIM = """
@@ -68,10 +69,6 @@ return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
 
-def _decode(value):
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class AccountStore:
     def __init__(self, connection: redis.Redis):
         self.redis = connection
@@ -104,23 +101,23 @@ class AccountStore:
     def bind_login(self, name: str, user_id: str) -> str:
         """Bind a configured login name to ``user_id`` unless it is bound already; the id
         it is bound to."""
-        return _decode(self._bind(keys=[keys.BOUND_LOGINS], args=[name, user_id]))
+        return decode(self._bind(keys=[keys.BOUND_LOGINS], args=[name, user_id]))
 
     def bind_org(self, org_login: str, org_id: str) -> str:
-        return _decode(self._bind(keys=[keys.BOUND_ORGS], args=[org_login, org_id]))
+        return decode(self._bind(keys=[keys.BOUND_ORGS], args=[org_login, org_id]))
 
     def bound_logins(self, names: Sequence[str]) -> dict[str, str]:
         if not names:
             return {}
         values = self.redis.hmget(keys.BOUND_LOGINS, list(names))
-        return {n: _decode(v) for n, v in zip(names, values, strict=True) if v is not None}
+        return {n: decode(v) for n, v in zip(names, values, strict=True) if v is not None}
 
     def hold_logins(self, user_id: str, configured: Sequence[str]) -> list[str]:
         """Record on the user which ``configured`` names are bound to it."""
         held = self._hold_logins(
             keys=[keys.BOUND_LOGINS, keys.user(user_id)], args=[user_id, *configured]
         )
-        return [_decode(x) for x in held]
+        return [decode(x) for x in held]
 
     # -- the GitHub credential (sealed by the caller) ------------------------------------
     def save_credential(self, user_id: str, sealed: bytes) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-PREFIX = ""  # kept empty: the seed's key names are part of the contract
-
 
 def repl_meta(repl_id: str) -> str:
     return f"replMeta:{repl_id}"

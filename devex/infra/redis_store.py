@@ -1,7 +1,8 @@
 """The only code that reads or writes Devex state in Redis.
 
 Every state change is one Lua script (atomic on the server), so a refused change is never
-half-applied and two racing requests cannot both win.
+half-applied and two racing requests cannot both win. A refusal is raised in the store's
+terms (``devex.infra.store_errors``); the service layer words it for people.
 """
 
 from __future__ import annotations
@@ -13,33 +14,25 @@ from contextlib import contextmanager
 import redis
 from redis.client import Pipeline
 
-from devex.errors import (
-    Conflict,
-    LockBusy,
-    NotFound,
-    QuotaExceeded,
-    TransitionRefused,
-    Unavailable,
-)
+from devex.errors import LockBusy
 from devex.infra import keys, lease
 from devex.infra import store_scripts as scripts
-from devex.models import Desired, Event, Repl, Status, User, allowed_sources, utcnow
+from devex.infra.redis_text import decode, decode_hash
+from devex.infra.store_errors import (
+    IdTaken,
+    NameTaken,
+    QuotaReached,
+    ReplMissing,
+    StatusRefused,
+    TooManyRetries,
+)
+from devex.models import Desired, Event, Repl, Status, User, allowed_sources
+from devex.timestamps import utcnow
 
 EVENTS_KEPT = 200
 LEASE_SECONDS = 15.0  # jobs pass DEVEX_LOCK_LEASE
 CREATE_ATTEMPTS = 20  # a create retried this often when a watched key changed meanwhile
 META_PREFIX = keys.repl_meta("")
-
-
-def _decode(value):
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _as_str_dict(raw: dict) -> dict[str, str]:
-    # On the hot path: one type check per record, not two per field.
-    if raw and isinstance(next(iter(raw)), bytes):
-        return {k.decode(): v.decode() for k, v in raw.items()}
-    return dict(raw)
 
 
 def _pairs_to_dict(flat: list) -> dict[str, str]:
@@ -101,8 +94,8 @@ class ReplStore:
                     if active_limit >= 0:
                         ids = pipe.zrange(script_keys[1], 0, -1)
                         if ids:
-                            pipe.watch(*(keys.repl_meta(_decode(i)) for i in ids))
-                    _refuse(_decode(self._create_check(keys=script_keys, args=args,
+                            pipe.watch(*(keys.repl_meta(decode(i)) for i in ids))
+                    _refuse(decode(self._create_check(keys=script_keys, args=args,
                                                        client=pipe)), repl, quota, max_active)
                     pipe.multi()
                     self._create(keys=script_keys, args=args, client=pipe)
@@ -111,25 +104,24 @@ class ReplStore:
                                         args=[event.to_json(), EVENTS_KEPT], client=pipe)
                     if then is not None:
                         then(pipe)
-                    result = _decode(pipe.execute()[0])
+                    result = decode(pipe.execute()[0])
                     break
                 except redis.WatchError:
                     continue
             else:
-                raise Unavailable("Too many changes to your REPLs at once; try again.",
-                                  headers={"Retry-After": "1"})
+                raise TooManyRetries(f"{CREATE_ATTEMPTS} attempts to create {repl.id}")
         # Refused inside the transaction: only if something unwatched changed, which the
         # checks above rule out. A job enqueued with it would find no REPL and do nothing.
         _refuse(result, repl, quota, max_active)
 
     def get(self, repl_id: str) -> Repl | None:
         raw = self.redis.hgetall(keys.repl_meta(repl_id))
-        return Repl.from_hash(_as_str_dict(raw)) if raw else None
+        return Repl.from_hash(decode_hash(raw)) if raw else None
 
     def require(self, repl_id: str) -> Repl:
         repl = self.get(repl_id)
         if repl is None:
-            raise NotFound("No such REPL.")
+            raise ReplMissing(repl_id)
         return repl
 
     def list_for_user(self, user_id: str) -> list[Repl]:
@@ -144,7 +136,7 @@ class ReplStore:
         score, last_id = after or ("", "")
         total, rows = self._page(keys=[keys.user_repls(user_id)],
                                  args=[META_PREFIX, score, last_id, limit])
-        found = [(_decode(row[0]), _decode(row[1]), row[2]) for row in rows]
+        found = [(decode(row[0]), decode(row[1]), row[2]) for row in rows]
         repls = [Repl.from_hash(_pairs_to_dict(raw)) for _, _, raw in found[:limit] if raw]
         more = len(found) > limit
         return repls, int(total), (found[limit - 1][1], found[limit - 1][0]) if more else None
@@ -170,8 +162,9 @@ class ReplStore:
         status; returns the previous status. ``allowed`` may only narrow the table's
         sources. With ``target=None`` only ``fields`` change (guarded by ``allowed``, any
         status when None). With ``max_active`` >= 0 the change is refused (429) when the
-        owner (``owner_id``) already has that many REPLs starting or running. ``expect``
-        = (field, value) also refuses the change unless that field has that value."""
+        owner (``owner_id``) already has that many REPLs starting or running
+        (``QuotaReached``). ``expect`` = (field, value) also refuses the change unless that
+        field has that value (``StatusRefused``, as a status outside ``allowed`` does)."""
         if fields and "status" in fields:
             raise ValueError("status changes only through the transition table")
         if target is not None:
@@ -202,16 +195,13 @@ class ReplStore:
                 *_flatten(session or {}),
             ],
         )
-        outcome, previous = _decode(result[0]), _decode(result[1])
+        outcome, previous = decode(result[0]), decode(result[1])
         if outcome == "missing":
-            raise NotFound("No such REPL.")
+            raise ReplMissing(repl_id)
         if outcome == "refused":
-            raise TransitionRefused(
-                f"The REPL is {previous}; it cannot be {_verb(target)} now.",
-                code="invalid_state",
-            ).with_status(Status(previous))
+            raise StatusRefused(repl_id, Status(previous), target)
         if outcome == "running_quota":
-            raise running_quota_exceeded(max_active)
+            raise QuotaReached("running", max_active)
         return Status(previous)
 
     def set_fields(self, repl_id: str, **fields: str | None) -> None:
@@ -235,14 +225,14 @@ class ReplStore:
         )
 
     def get_field(self, repl_id: str, name: str) -> str | None:
-        return _decode(self.redis.hget(keys.repl_meta(repl_id), name))
+        return decode(self.redis.hget(keys.repl_meta(repl_id), name))
 
     def is_locked(self, repl_id: str) -> bool:
         return bool(self.redis.exists(keys.repl_lock(repl_id)))
 
     def session(self, repl_id: str) -> dict[str, str]:
         raw = self.redis.hgetall(keys.active_session(repl_id))
-        return {_decode(k): _decode(v) for k, v in raw.items()}
+        return decode_hash(raw)
 
     def touch_activity(self, repl_id: str) -> bool:
         """Record activity of a running REPL; False (nothing written) for any other."""
@@ -254,7 +244,7 @@ class ReplStore:
 
     def idle_since(self, cutoff_epoch: float) -> list[str]:
         """Running REPLs whose last activity (or start) is older than the cutoff."""
-        return [_decode(x) for x in self.redis.zrangebyscore(keys.RUNNING_INDEX, 0, cutoff_epoch)]
+        return [decode(x) for x in self.redis.zrangebyscore(keys.RUNNING_INDEX, 0, cutoff_epoch)]
 
     # -- events ------------------------------------------------------------------------
     def add_event(self, repl_id: str, kind: str, message: str, actor: str = "system") -> Event:
@@ -267,7 +257,7 @@ class ReplStore:
 
     def events(self, repl_id: str) -> list[Event]:
         return [
-            Event.from_json(_decode(x)) for x in self.redis.lrange(keys.repl_events(repl_id), 0, -1)
+            Event.from_json(decode(x)) for x in self.redis.lrange(keys.repl_events(repl_id), 0, -1)
         ]
 
     # -- locks -------------------------------------------------------------------------
@@ -297,7 +287,7 @@ class ReplStore:
             sent = time.monotonic()
             if self.redis.set(key, value, nx=True, px=ms):
                 break
-            current = _decode(self.redis.get(key))
+            current = decode(self.redis.get(key))
             if current is None:
                 continue  # freed meanwhile: try again at once
             if is_dead is not None and time.monotonic() - asked >= 1:
@@ -321,7 +311,7 @@ class ReplStore:
     def lock_holder(self, repl_id: str) -> str | None:
         """Who holds the REPL's lock: None when it is free, else the holder's job id
         ("" when it names none)."""
-        value = _decode(self.redis.get(keys.repl_lock(repl_id)))
+        value = decode(self.redis.get(keys.repl_lock(repl_id)))
         return None if value is None else lease.holder_of(value)
 
     # -- users -------------------------------------------------------------------------
@@ -343,7 +333,7 @@ class ReplStore:
         pipe.set(keys.user_by_login(user.login), user.id)
         pipe.hgetall(key)
         raw = pipe.execute()[-1]
-        return User.from_hash({_decode(k): _decode(v) for k, v in raw.items()})
+        return User.from_hash(decode_hash(raw))
 
     def get_user(self, user_id: str) -> User | None:
         return self.get_user_with_repls(user_id, ())[0]
@@ -380,35 +370,25 @@ class ReplStore:
 def _user_and_repls(
     raw_user: dict, repl_ids: list[str], raw_repls: list[dict]
 ) -> tuple[User | None, dict[str, Repl | None]]:
-    user = User.from_hash(_as_str_dict(raw_user)) if raw_user else None
+    user = User.from_hash(decode_hash(raw_user)) if raw_user else None
     repls = {
-        repl_id: Repl.from_hash(_as_str_dict(raw)) if raw else None
+        repl_id: Repl.from_hash(decode_hash(raw)) if raw else None
         for repl_id, raw in zip(repl_ids, raw_repls, strict=True)
     }
     return user, repls
 
 
-def running_quota_exceeded(limit: int) -> QuotaExceeded:
-    return QuotaExceeded(
-        f"You may run at most {limit} REPLs at once; stop one first.",
-        headers={"Retry-After": "60"},
-    )
-
-
 def _refuse(result: str, repl: Repl, quota: int, max_active: int) -> None:
-    """Raise the error a create script's answer stands for (nothing for 'ok')."""
+    """Raise the refusal a create script's answer stands for (nothing for 'ok')."""
     if result == "ok":
         return
     if result == "name_taken":
-        raise Conflict(f"You already have a REPL named {repl.name!r}.", code="name_taken")
+        raise NameTaken(repl.name)
     if result == "quota":
-        raise QuotaExceeded(
-            f"You have reached your limit of {quota} REPLs; delete one first.",
-            headers={"Retry-After": "60"},
-        )
+        raise QuotaReached("repls", quota)
     if result == "running_quota":
-        raise running_quota_exceeded(max_active)
-    raise Conflict("That REPL id is already in use.")
+        raise QuotaReached("running", max_active)
+    raise IdTaken(repl.id)
 
 
 def _flatten(mapping: dict[str, str]) -> list[str]:
@@ -416,14 +396,3 @@ def _flatten(mapping: dict[str, str]) -> list[str]:
     for k, v in mapping.items():
         out.extend((k, v))
     return out
-
-
-def _verb(target: Status | None) -> str:
-    return {
-        Status.STARTING: "started",
-        Status.STOPPING: "stopped",
-        Status.DELETING: "deleted",
-        Status.RUNNING: "marked running",
-        Status.STOPPED: "marked stopped",
-        Status.FAILED: "marked failed",
-    }.get(target, "changed")

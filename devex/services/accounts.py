@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from devex.errors import Conflict, InvalidInput, NotFound
 from devex.infra.account_store import AccountStore
-from devex.models import User, utcnow
+from devex.models import User
+from devex.timestamps import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Accounts:
         self.allowed_orgs = Entries.parse(allowed_orgs)
         self.recheck_seconds = recheck_seconds
         self.clock = clock
-        # Set in GitHub mode (devex.auth.github): checks a user's GitHub standing.
+        # Set in GitHub mode (devex.web.auth.github): checks a user's GitHub standing.
         self.checker: Callable[[User], Verdict] | None = None
 
     # -- every request (no extra round trip) ----------------------------------------------

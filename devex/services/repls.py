@@ -7,18 +7,39 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import ParamSpec, TypeVar
 
-from devex import metrics, tokens
-from devex.errors import InvalidInput, NotFound, TransitionRefused
-from devex.models import Desired, Event, Repl, Status, utcnow
-from devex.redact import redact
+from devex import metrics
+from devex.errors import (
+    Conflict,
+    DevexError,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    TransitionRefused,
+    Unavailable,
+)
+from devex.infra.store_errors import (
+    IdTaken,
+    NameTaken,
+    QuotaReached,
+    ReplMissing,
+    StatusRefused,
+    StoreRefusal,
+    TooManyRetries,
+)
+from devex.models import Desired, Event, Repl, Status
+from devex.timestamps import parse_time, utcnow
 from devex.wiring import Components
+from devex_shared import access_tokens
+from devex_shared.redact import redact
 
 NAME_RE = re.compile(r"^[A-Za-z0-9 _.\-]{1,64}$")
 IDE_TOKEN_TTL = 3600
@@ -67,7 +88,63 @@ def new_repl_id() -> str:
     return secrets.token_hex(6)
 
 
+def user_error(refusal: StoreRefusal) -> DevexError:
+    """What people are told when the store refuses a change (status, code, Retry-After)."""
+    if isinstance(refusal, ReplMissing):
+        return NotFound("No such REPL.")
+    if isinstance(refusal, StatusRefused):
+        return TransitionRefused(
+            f"The REPL is {refusal.current.value}; it cannot be {_verb(refusal.target)} now.",
+            code="invalid_state",
+        ).with_status(refusal.current)
+    if isinstance(refusal, NameTaken):
+        return Conflict(f"You already have a REPL named {refusal.name!r}.", code="name_taken")
+    if isinstance(refusal, QuotaReached):
+        if refusal.kind == "running":
+            text = f"You may run at most {refusal.limit} REPLs at once; stop one first."
+        else:
+            text = f"You have reached your limit of {refusal.limit} REPLs; delete one first."
+        return QuotaExceeded(text, headers={"Retry-After": "60"})
+    if isinstance(refusal, TooManyRetries):
+        return Unavailable("Too many changes to your REPLs at once; try again.",
+                           headers={"Retry-After": "1"})
+    if isinstance(refusal, IdTaken):
+        return Conflict("That REPL id is already in use.")
+    raise TypeError(f"no words for {refusal!r}")  # a new refusal needs its words here
+
+
+def _verb(target: Status | None) -> str:
+    return {
+        Status.STARTING: "started",
+        Status.STOPPING: "stopped",
+        Status.DELETING: "deleted",
+        Status.RUNNING: "marked running",
+        Status.STOPPED: "marked stopped",
+        Status.FAILED: "marked failed",
+    }.get(target, "changed")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _in_user_terms(method: Callable[P, R]) -> Callable[P, R]:
+    """A method that changes records answers the store's refusals as ``user_error``."""
+
+    @functools.wraps(method)
+    def worded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StoreRefusal as refusal:
+            raise user_error(refusal) from None
+
+    return worded
+
+
 class ReplService:
+    """The rules of REPLs. Methods that change records answer what the store refuses in
+    people's words (``user_error``): 404, 409, 429 with Retry-After, 503."""
+
     def __init__(self, components: Components):
         self.c = components
         self.store = components.store
@@ -112,6 +189,7 @@ class ReplService:
         return [replace(e, message=redact(e.message)) for e in self.store.events(repl_id)]
 
     # -- changing --------------------------------------------------------------------
+    @_in_user_terms
     def create(self, actor: Actor, name: object, template: object, start: bool = True) -> Outcome:
         clean = validate_name(name)
         if not isinstance(template, str) or self.c.catalog.get(template) is None:
@@ -151,6 +229,7 @@ class ReplService:
         jobs.notify()
         return Outcome(self.store.require(repl_id), job_id)
 
+    @_in_user_terms
     def start(self, actor: Actor, repl_id: str) -> Outcome:
         repl = self.get(actor, repl_id, as_admin=False)
         if repl.status in (Status.STARTING, Status.RUNNING):
@@ -168,7 +247,7 @@ class ReplService:
                     fields={"desired": Desired.RUNNING.value},
                     **quota,
                 )
-            except TransitionRefused:
+            except StatusRefused:
                 return self.start(actor, repl_id)  # created meanwhile: start it the usual way
             return Outcome(self.store.require(repl_id), None)
         try:
@@ -179,13 +258,14 @@ class ReplService:
                 session={"requested_at": utcnow()},
                 **quota,
             )
-        except TransitionRefused as refused:
+        except StatusRefused as refused:
             if refused.current in (Status.STARTING, Status.RUNNING):
                 return Outcome(self.store.require(repl_id), None)  # lost a race to a twin
             raise
         self.store.add_event(repl_id, "start", "Start requested.", actor.login)
         return Outcome(self.store.require(repl_id), self.enqueue_job("jobs.repl.start", repl_id))
 
+    @_in_user_terms
     def stop(self, actor: Actor, repl_id: str, *, force: bool = False) -> Outcome:
         """Stop, saving files; ``force`` stops without saving (owners only)."""
         repl = self.get(actor, repl_id, as_admin=not force)
@@ -199,7 +279,7 @@ class ReplService:
                     allowed=[Status.CREATING],
                     fields={"desired": Desired.STOPPED.value},
                 )
-            except TransitionRefused:
+            except StatusRefused:
                 return self.stop(actor, repl_id, force=force)  # created meanwhile
             return Outcome(self.store.require(repl_id), None)
         fields = {"desired": Desired.STOPPED.value, "stop_force": "1" if force else ""}
@@ -211,22 +291,24 @@ class ReplService:
                 self.store.transition(repl_id, None, allowed=[Status.STOPPING], fields=fields)
             else:
                 self.store.transition(repl_id, Status.STOPPING, fields=fields)
-        except TransitionRefused as refused:
+        except StatusRefused as refused:
             if refused.current in (Status.STOPPED, Status.STOPPING):
                 return Outcome(self.store.require(repl_id), None)
             raise
         what = ("Force stop requested: the final save is skipped; changes since the "
                 "last autosave may be lost.") if force else "Stop requested."
         self.store.add_event(repl_id, "stop", what, actor.login)
-        job_id = self.enqueue_job("jobs.repl.stop", repl_id, force=force)
+        job_id = self.enqueue_job("jobs.repl.stop", repl_id)  # the job reads stop_force
         return Outcome(self.store.require(repl_id), job_id)
 
+    @_in_user_terms
     def stop_idle(self, repl_id: str) -> Outcome:
         """Stop (saving files) a REPL nobody used for the idle period."""
         repl = self.store.require(repl_id)
         self.store.add_event(repl_id, "idle", "No activity for the idle period; stopping.")
         return self.stop(Actor(id=repl.owner_id, login="system"), repl_id)
 
+    @_in_user_terms
     def delete(self, actor: Actor, repl_id: str) -> Outcome:
         repl = self.get(actor, repl_id, as_admin=False)
         if repl.status == Status.DELETING:
@@ -235,6 +317,7 @@ class ReplService:
         self.store.add_event(repl_id, "delete", "Delete requested.", actor.login)
         return Outcome(self.store.require(repl_id), self.enqueue_job("jobs.repl.delete", repl_id))
 
+    @_in_user_terms
     def resume_interrupted(self, quiet_for: float = 0) -> list[str]:
         """Enqueue again the job of every REPL caught mid-change that no job attends to
         (``unattended``) and that has not changed for ``quiet_for`` seconds (its job was
@@ -244,7 +327,8 @@ class ReplService:
         resumed = []
         for repl in self.store.list_all():
             job = RESUME_JOBS.get(repl.status)
-            if job is None or _parse_time(repl.updated_at) > cutoff:
+            changed = parse_time(repl.updated_at)  # None (unreadable): long ago
+            if job is None or (changed is not None and changed > cutoff):
                 continue
             if not self.unattended(repl.id, grace=quiet_for):
                 continue
@@ -268,6 +352,7 @@ class ReplService:
         return not self.c.jobs.may_still_run(self.store.get_field(repl_id, "job_id"), grace)
 
     # -- IDE and runner ----------------------------------------------------------------
+    @_in_user_terms
     def ide_session(self, actor: Actor, repl_id: str) -> dict:
         repl = self.get(actor, repl_id, as_admin=False)
         if repl.status != Status.RUNNING or not repl.url:
@@ -275,14 +360,15 @@ class ReplService:
                 f"The REPL is {repl.status.value}; start it first.", code="not_running"
             )
         self.store.touch_activity(repl_id)  # opening the IDE is activity
-        key = tokens.repl_key(self.c.settings.secret_key, repl_id)
+        key = access_tokens.repl_key(self.c.settings.secret_key, repl_id)
         expires = datetime.now(UTC) + timedelta(seconds=IDE_TOKEN_TTL)
         return {
             "url": repl.url,
-            "token": tokens.sign(key, repl_id, tokens.IDE_SCOPE),
+            "token": access_tokens.sign(key, repl_id, access_tokens.IDE_SCOPE),
             "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
+    @_in_user_terms
     def runner_heartbeat(self, repl_id: str, active: bool, autosave: dict | None = None) -> None:
         repl = self.store.get(repl_id)
         if repl is None:
@@ -310,6 +396,7 @@ class ReplService:
                                  f"saved every {self.c.settings.autosave_seconds} s.")
         self.store.set_fields(repl_id, autosave_state=state)
 
+    @_in_user_terms
     def enqueue_job(self, func: str, repl_id: str, **kwargs) -> str:
         # The job id is kept with the REPL so reconcile can tell a lost job from a queued
         # one. It is recorded before the enqueue: afterwards a fast worker may already have
@@ -318,6 +405,7 @@ class ReplService:
         self.store.set_fields(repl_id, job_id=job_id)
         return self.c.jobs.enqueue(func, repl_id, job_id=job_id, **kwargs)
 
+    @_in_user_terms
     def runner_idle(self, repl_id: str) -> Outcome:
         if self.store.get(repl_id) is None:
             raise NotFound("No such REPL.")
@@ -330,13 +418,6 @@ RESUME_JOBS = {
     Status.STOPPING: "jobs.repl.stop",
     Status.DELETING: "jobs.repl.delete",
 }
-
-
-def _parse_time(value: str) -> datetime:
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
 
 
 PAGE_DEFAULT = 100

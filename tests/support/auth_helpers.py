@@ -1,5 +1,6 @@
 """Users, sessions, tokens and REPL states for the access-control tests (no worker runs:
-states are set in the store, so every cell of a matrix starts from a known state)."""
+states are set in the store, so every cell of a matrix starts from a known state). The
+``users_app`` fixture reaches every test module as a pytest plugin (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def make_app(data_dir, **settings):
     return create_app(config)
 
 
-@pytest.fixture(name="app")
+@pytest.fixture
 def users_app(data_dir):
-    """For test modules that import it: the app without a worker, with the three users."""
+    """The app without a worker, with the three users; a module makes it its ``app`` with
+    ``def app(users_app): return users_app``."""
     app = make_app(data_dir)
     add_users(app)
     return app
@@ -56,7 +58,8 @@ def session_api(app, uid: str) -> Api:
 
 
 def new_token(app, uid: str, *, expires_at: datetime | None = None) -> str:
-    return app.extensions["devex_auth"].tokens.create(uid, "test", expires_at=expires_at).plaintext
+    tokens = app.extensions["devex_auth"].api_tokens
+    return tokens.create(uid, "test", expires_at=expires_at).plaintext
 
 
 def expired_token(app, uid: str) -> str:
@@ -64,7 +67,7 @@ def expired_token(app, uid: str) -> str:
 
 
 def revoked_token(app, uid: str) -> str:
-    svc = app.extensions["devex_auth"].tokens
+    svc = app.extensions["devex_auth"].api_tokens
     new = svc.create(uid, "soon revoked")
     svc.revoke(uid, new.token.id)
     return new.plaintext

@@ -115,6 +115,12 @@ class Request:
             self.method]
         return f"{base}/{sub}" if sub else base
 
+    @property
+    def resource(self) -> str:
+        """What the request is about: ``services``, ``pods``..."""
+        m = _PATH.match(self.path)
+        return m.group("res") if m else self.path
+
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -396,6 +402,10 @@ class FakeKube:
 
     def count(self, verb: str | None = None) -> int:
         return sum(1 for r in self.requests if verb is None or r.verb == verb)
+
+    def resources(self, verb: str) -> set[str]:
+        """The kinds of object requested with ``verb`` since the log was reset."""
+        return {r.resource for r in self.requests if r.verb == verb}
 
     def reset_log(self) -> None:
         self.requests.clear()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support.redis_server import free_port
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,12 +14,12 @@ from devex.config import Settings
 from devex.infra.queue import JobQueue
 from devex.infra.redis_store import ReplStore
 from devex.infra.runtime.kubernetes import KubernetesRuntime
-from devex.infra.storage import LocalStorage
 from devex.templates_catalog import Catalog
 from devex.wiring import Components
+from devex_shared.storage import LocalStorage
 from jobs import context
+from jobs.embedded_worker import ThreadWorker
 from tests.support.fake_k8s import FakeKube
-from tests.support.workers import ThreadWorker
 
 
 @pytest.fixture
@@ -33,9 +33,10 @@ def bound_components(fake: FakeKube, tmp_path: Path, env: dict[str, str] | None 
     """What a worker's jobs use, with the real runtime talking to ``fake`` (pods use S3;
     the jobs get a LocalStorage), bound to this thread for the duration."""
     settings = Settings.from_env(
-        {"DEVEX_RUNTIME": "kubernetes", "DEVEX_AUTH": "local", **(env or {})},
+        {"DEVEX_RUNTIME": "kubernetes", "DEVEX_AUTH": "local", "DEVEX_K8S_STOP_TIMEOUT": "5",
+         **(env or {})},
         **{"secret_key": "s" * 40, "data_dir": tmp_path / "data", "storage": "s3",
-           "s3_bucket": "repls", "k8s_stop_timeout": 5, "job_retry_intervals": (0, 0),
+           "s3_bucket": "repls", "job_retry_intervals": (0, 0),
            "lock_wait": 0, **overrides},
     )
     conn = fakeredis.FakeRedis(server=fakeredis.FakeServer())

@@ -1,5 +1,6 @@
 """Helpers of the recovery tests: killing an ``rq worker``'s job the hard way, and making a
-REPL look as if it had been left alone for long."""
+REPL look as if it had been left alone for long. Its ``cluster`` fixture reaches every test
+module as a pytest plugin (``tests/conftest.py``)."""
 
 from __future__ import annotations
 

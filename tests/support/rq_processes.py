@@ -1,5 +1,6 @@
 """Real ``rq worker -w jobs.worker.DevexWorker --with-scheduler`` processes for tests, and
-what they leave in Redis: the scheduler lock's holder, the runs of the periodic jobs."""
+what they leave in Redis: the scheduler lock's holder, the runs of the periodic jobs. The
+``start_worker`` fixture reaches every test module as a pytest plugin (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from rq.cron import get_cron_job_ids
 from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 
-from jobs.cron import PERIODIC_JOBS
 from tests.conftest import ROOT
 from tests.support.waiting import wait_for
 
 QUEUE = "devex"
+# What the workers must run on their own, named here rather than read from jobs/cron.py.
+PERIODIC_JOBS = ("jobs.periodic.reconcile", "jobs.periodic.cull_idle")
 
 
 def worker_env(redis_url: str, data_dir: Path, **settings: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support.redis_server import free_port
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 START_DEADLINE = 20.0
@@ -69,7 +69,7 @@ class Runner:
             try:
                 if requests.get(self.url + "healthz", timeout=1).status_code == 200:
                     return True
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or slow to answer
                 pass
             time.sleep(0.05)  # poll interval inside a bounded deadline
         self.proc.kill()

@@ -1,7 +1,7 @@
 """``LocalRuntime``: a workspace directory plus a runner process per REPL, on 127.0.0.1.
 
 The files move with the same mirroring sync the runner's ``sync-down``/``sync-up`` commands
-run in Kubernetes' init and ephemeral containers (``devex.infra.storage.sync``), here called
+run in Kubernetes' init and ephemeral containers (``devex_shared.storage.sync``), here called
 in the worker's own process. Beside
 each runner runs its autosave companion (``python -m runner autosave``, the Kubernetes
 sidecar's twin): it alone gets the storage settings, the runner never does.
@@ -23,14 +23,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from devex import tokens
 from devex.config import Settings
 from devex.errors import FilesNotSaved, RuntimeFailure
 from devex.infra.runtime.base import ManagedObject, Progress, Runtime, StartResult
-from devex.infra.storage import StorageError, SyncingStorage, build_storage
-from devex.infra.storage.sync import sync_lock
+from devex.infra.storage_factory import build_storage
 from devex.models import Repl
 from devex.templates_catalog import Template
+from devex_shared import access_tokens
+from devex_shared.storage import StorageError, SyncingStorage
+from devex_shared.storage.sync import sync_lock
 
 log = logging.getLogger(__name__)
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -179,7 +180,7 @@ class LocalRuntime(Runtime):
         env = {
             **self._base_env(),
             "RUNNER_REPL_ID": repl.id,
-            "RUNNER_KEY": tokens.repl_key(self.settings.secret_key, repl.id),
+            "RUNNER_KEY": access_tokens.repl_key(self.settings.secret_key, repl.id),
             "RUNNER_AUTOSAVE_URL": f"http://127.0.0.1:{autosave_port}/",
         }
         if template.run:

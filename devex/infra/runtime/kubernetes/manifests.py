@@ -1,18 +1,16 @@
 """Pure builders: the Kubernetes objects of one REPL as plain dicts.
 
-No API calls here. Tests compare the dicts as data and validate them against the official
-schemas; the CLI prints them as YAML; ``runtime`` creates them.
+No API calls and no parsing here: the settings arrive parsed (``settings.kubernetes``,
+devex/config_kubernetes.py). Tests compare the dicts as data and validate them against the
+official schemas; the CLI prints them as YAML; ``runtime`` creates them.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
-import json
-import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
-from devex.config import ConfigError, Settings
+from devex.config import Settings
 from devex.infra.runtime.kubernetes import names
 from devex.models import Repl
 from devex.templates_catalog import Template
@@ -35,120 +33,28 @@ RUNNER_UID = 1000
 DENIED_V4 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
              "100.64.0.0/10", "127.0.0.0/8", "0.0.0.0/8")
 DENIED_V6 = ("fc00::/7", "fe80::/10", "::1/128", "::ffff:0:0/96")
-# Never allowed as storage egress: the metadata service, loopback, "this network".
-NEVER_STORAGE = tuple(ipaddress.ip_network(c) for c in (
-    "169.254.0.0/16", "127.0.0.0/8", "0.0.0.0/8", "fe80::/10", "::1/128", "::ffff:0:0/96"))
-MIN_STORAGE_PREFIX = {4: 8, 6: 8}  # broader than this would undo the fence
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*"
-                        r"[A-Za-z0-9])?$")
 
 
-def parse_pairs(raw: str, what: str) -> dict[str, str]:
-    """``{"k": "v"}`` (JSON object) or ``k=v,k=v`` → dict; empty → {}."""
-    raw = raw.strip()
-    if not raw:
-        return {}
-    if raw.startswith("{"):
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{what}: not a JSON object: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{what}: not a JSON object")
-        return {str(k): str(v) for k, v in data.items()}
-    pairs = {}
-    for part in raw.split(","):
-        if not part.strip():
-            continue
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{what}: expected k=v pairs, got {part!r}")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def parse_cidrs(raw: str, what: str) -> list[str]:
-    """``"10.20.0.0/16, fd00:20::/64"`` → normalised CIDRs; refuses host bits, the metadata
-    and loopback ranges, and anything broader than /8."""
-    cidrs = []
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        try:
-            net = ipaddress.ip_network(part, strict=True)
-        except ValueError as exc:
-            raise ConfigError(f"{what}: {part!r} is not a CIDR: {exc}") from None
-        if net.prefixlen < MIN_STORAGE_PREFIX[net.version]:
-            raise ConfigError(f"{what}: {part!r} is too broad (at most "
-                              f"/{MIN_STORAGE_PREFIX[net.version]})")
-        for never in NEVER_STORAGE:
-            if net.version == never.version and net.overlaps(never):
-                raise ConfigError(f"{what}: {part!r} overlaps {never}, which REPLs may "
-                                  "never reach")
-        cidrs.append(str(net))
-    return cidrs
-
-
-def parse_dns_cidrs(raw: str, what: str) -> list[str]:
-    """CIDRs that DNS (port 53 only) may reach: exact networks, any size. Link-local
-    /32s belong here: NodeLocal DNSCache listens on 169.254.20.10."""
-    cidrs = []
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        try:
-            cidrs.append(str(ipaddress.ip_network(part, strict=True)))
-        except ValueError as exc:
-            raise ConfigError(f"{what}: {part!r} is not a CIDR: {exc}") from None
-    return cidrs
-
-
-def parse_ports(raw: str, what: str) -> list[int]:
-    ports = []
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        if not part.isdigit() or not 1 <= int(part) <= 65535:
-            raise ConfigError(f"{what}: {part!r} is not a TCP port (1-65535)")
-        ports.append(int(part))
-    return ports
-
-
-def parse_labels(raw: str, what: str) -> dict[str, str]:
-    """``parse_pairs`` plus Kubernetes label syntax, for selectors."""
-    labels = parse_pairs(raw, what)
-    for key, value in labels.items():
-        if len(key) > 316 or not _LABEL_KEY.match(key):
-            raise ConfigError(f"{what}: {key!r} is not a label key")
-        if len(value) > 63 or not names.LABEL_VALUE.match(value):
-            raise ConfigError(f"{what}: {value!r} is not a label value")
-    return labels
+def _labels_peer(namespaces: Mapping[str, str], pods: Mapping[str, str]) -> dict:
+    """A namespace selector, narrowed to some pods there when ``pods`` are given. Fresh
+    dicts each time: an object shared between manifests would be dumped as a YAML alias."""
+    peer: dict = {"namespaceSelector": {"matchLabels": dict(namespaces)}}
+    if pods:
+        peer["podSelector"] = {"matchLabels": dict(pods)}
+    return peer
 
 
 def storage_egress(settings: Settings) -> dict | None:
     """The egress rule for S3 inside the private ranges, or None when none is configured."""
-    cidrs = parse_cidrs(settings.k8s_storage_egress, "DEVEX_K8S_STORAGE_EGRESS")
-    namespaces = parse_labels(settings.k8s_storage_namespace_labels,
-                              "DEVEX_K8S_STORAGE_NAMESPACE_LABELS")
-    pods = parse_labels(settings.k8s_storage_pod_labels, "DEVEX_K8S_STORAGE_POD_LABELS")
-    ports = parse_ports(settings.k8s_storage_ports, "DEVEX_K8S_STORAGE_PORTS")
-    if pods and not namespaces:
-        raise ConfigError("DEVEX_K8S_STORAGE_POD_LABELS needs "
-                          "DEVEX_K8S_STORAGE_NAMESPACE_LABELS (which namespace they run in)")
-    peers: list[dict] = [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
-    if namespaces:
-        peer: dict = {"namespaceSelector": {"matchLabels": namespaces}}
-        if pods:
-            peer["podSelector"] = {"matchLabels": pods}
-        peers.append(peer)
+    k = settings.kubernetes
+    peers: list[dict] = [{"ipBlock": {"cidr": cidr}} for cidr in k.storage_egress]
+    if k.storage_namespace_labels:
+        peers.append(_labels_peer(k.storage_namespace_labels, k.storage_pod_labels))
     if not peers:
-        if ports:
-            raise ConfigError("DEVEX_K8S_STORAGE_PORTS needs DEVEX_K8S_STORAGE_EGRESS or "
-                              "DEVEX_K8S_STORAGE_NAMESPACE_LABELS")
         return None
     rule: dict = {"to": peers}
-    if ports:
-        rule["ports"] = [{"protocol": "TCP", "port": port} for port in ports]
+    if k.storage_ports:
+        rule["ports"] = [{"protocol": "TCP", "port": port} for port in k.storage_ports]
     return rule
 
 
@@ -160,38 +66,19 @@ def dns_egress(settings: Settings) -> dict | None:
     link-local address, or answering on the kube-dns ClusterIP in a private range (its
     packets are never DNAT-ed to a pod), a cloud's metadata DNS.
     """
-    cidrs = parse_dns_cidrs(settings.k8s_dns_egress, "DEVEX_K8S_DNS_EGRESS")
-    namespaces = parse_labels(settings.k8s_dns_namespace_labels,
-                              "DEVEX_K8S_DNS_NAMESPACE_LABELS")
-    pods = parse_labels(settings.k8s_dns_pod_labels, "DEVEX_K8S_DNS_POD_LABELS")
-    if pods and not namespaces:
-        raise ConfigError("DEVEX_K8S_DNS_POD_LABELS needs DEVEX_K8S_DNS_NAMESPACE_LABELS "
-                          "(which namespace the DNS pods run in)")
+    k = settings.kubernetes
     peers: list[dict] = []
-    if namespaces:
-        peer: dict = {"namespaceSelector": {"matchLabels": namespaces}}
-        if pods:
-            peer["podSelector"] = {"matchLabels": pods}
-        peers.append(peer)
-    peers += [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
+    if k.dns_namespace_labels:
+        peers.append(_labels_peer(k.dns_namespace_labels, k.dns_pod_labels))
+    peers += [{"ipBlock": {"cidr": cidr}} for cidr in k.dns_egress]
     if not peers:
         return None
     return {"to": peers, "ports": [{"protocol": "UDP", "port": 53},
                                    {"protocol": "TCP", "port": 53}]}
 
 
-def check_settings(settings: Settings) -> None:
-    """Raise ``ConfigError`` at start-up for settings every REPL's objects would trip on."""
-    parse_pairs(settings.k8s_ingress_annotations, "DEVEX_K8S_INGRESS_ANNOTATIONS")
-    for what in ("INGRESS_NAMESPACE", "INGRESS_POD", "CORE_NAMESPACE", "CORE_POD"):
-        parse_labels(getattr(settings, f"k8s_{what.lower()}_labels"),
-                     f"DEVEX_K8S_{what}_LABELS")
-    storage_egress(settings)
-    dns_egress(settings)
-
-
 def _meta(name: str, settings: Settings, labels: dict[str, str], **extra) -> dict:
-    return {"name": names.dns_label(name), "namespace": settings.k8s_namespace,
+    return {"name": names.dns_label(name), "namespace": settings.kubernetes.namespace,
             "labels": dict(labels), **extra}
 
 
@@ -206,7 +93,7 @@ def container_security(settings: Settings) -> dict:
         "runAsGroup": RUNNER_UID,
         "allowPrivilegeEscalation": False,
         "privileged": False,
-        "readOnlyRootFilesystem": settings.k8s_read_only_root,
+        "readOnlyRootFilesystem": settings.kubernetes.read_only_root,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
@@ -243,7 +130,7 @@ def _sync_container(name: str, settings: Settings, command: list[str],
     """
     return {
         "name": names.dns_label(name),
-        "image": settings.k8s_runner_image,
+        "image": settings.kubernetes.runner_image,
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "workingDir": "/tmp",
@@ -258,7 +145,7 @@ def _sync_container(name: str, settings: Settings, command: list[str],
 
 def s3_env(settings: Settings) -> list[dict]:
     """Storage configuration for the sync containers only; credentials from the Secret."""
-    secret = settings.k8s_s3_secret
+    secret = settings.kubernetes.s3_secret
     env = [
         {"name": "DEVEX_STORAGE", "value": "s3"},
         {"name": "DEVEX_S3_BUCKET", "value": settings.s3_bucket},
@@ -374,14 +261,15 @@ def deployment(repl: Repl, template: Template, settings: Settings) -> dict:
         "initContainers": [sync_down, autosave_container(repl, settings)],
         "containers": [runner],
         "volumes": [
-            {"name": WORKSPACE_VOLUME, "emptyDir": {"sizeLimit": settings.k8s_workspace_size}},
+            {"name": WORKSPACE_VOLUME,
+             "emptyDir": {"sizeLimit": settings.kubernetes.workspace_size}},
             {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}},
             {"name": SYNC_TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
             {"name": STATE_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
         ],
     }
-    if settings.k8s_image_pull_secret:
-        pod_spec["imagePullSecrets"] = [{"name": settings.k8s_image_pull_secret}]
+    if settings.kubernetes.image_pull_secret:
+        pod_spec["imagePullSecrets"] = [{"name": settings.kubernetes.image_pull_secret}]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -412,13 +300,13 @@ def service(repl: Repl, template: Template, settings: Settings) -> dict:
 
 def ingress(repl: Repl, template: Template, settings: Settings) -> dict:
     n = names.object_names(repl.id)
-    annotations = parse_pairs(settings.k8s_ingress_annotations, "DEVEX_K8S_INGRESS_ANNOTATIONS")
+    k = settings.kubernetes
     meta = _meta(n.ingress, settings, _labels(repl, template))
-    if annotations:
-        meta["annotations"] = annotations
+    if k.ingress_annotations:
+        meta["annotations"] = dict(k.ingress_annotations)
     spec: dict = {
         "rules": [{
-            "host": settings.k8s_ingress_host,
+            "host": k.ingress_host,
             "http": {"paths": [{
                 "path": f"/{repl.id}/",
                 "pathType": "Prefix",
@@ -426,32 +314,21 @@ def ingress(repl: Repl, template: Template, settings: Settings) -> dict:
             }]},
         }],
     }
-    if settings.k8s_ingress_class:
-        spec["ingressClassName"] = settings.k8s_ingress_class
-    if settings.k8s_tls_secret:
-        spec["tls"] = [{"hosts": [settings.k8s_ingress_host],
-                        "secretName": settings.k8s_tls_secret}]
+    if k.ingress_class:
+        spec["ingressClassName"] = k.ingress_class
+    if k.tls_secret:
+        spec["tls"] = [{"hosts": [k.ingress_host], "secretName": k.tls_secret}]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta,
             "spec": spec}
 
 
-def _peer(namespace_labels: str, pod_labels: str, what: str) -> dict:
-    peer: dict = {"namespaceSelector": {
-        "matchLabels": parse_pairs(namespace_labels, f"{what}_NAMESPACE_LABELS")}}
-    pods = parse_pairs(pod_labels, f"{what}_POD_LABELS")
-    if pods:
-        peer["podSelector"] = {"matchLabels": pods}
-    return peer
-
-
 def network_policy(repl: Repl, template: Template, settings: Settings) -> dict:
     n = names.object_names(repl.id)
-    ingress_from = _peer(settings.k8s_ingress_namespace_labels, settings.k8s_ingress_pod_labels,
-                         "DEVEX_K8S_INGRESS")
-    core = _peer(settings.k8s_core_namespace_labels, settings.k8s_core_pod_labels,
-                 "DEVEX_K8S_CORE")
+    k = settings.kubernetes
+    ingress_from = _labels_peer(k.ingress_namespace_labels, k.ingress_pod_labels)
+    core = _labels_peer(k.core_namespace_labels, k.core_pod_labels)
     egress = [
-        {"to": [core], "ports": [{"protocol": "TCP", "port": settings.k8s_core_port}]},
+        {"to": [core], "ports": [{"protocol": "TCP", "port": k.core_port}]},
         {"to": [
             {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(DENIED_V4)}},
             {"ipBlock": {"cidr": "::/0", "except": list(DENIED_V6)}},

@@ -5,10 +5,11 @@ Pure functions on pod dicts (the shape ``client`` returns); no API calls here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from devex.infra.runtime.kubernetes import names
 from devex.templates_catalog import Template
+from devex.timestamps import parse_time
 
 # Why a container waits -> (words for people, fatal). Fatal reasons never fix themselves:
 # start fails at once instead of at the timeout. ``{image}``, ``{which}`` ("The runner" or
@@ -159,11 +160,6 @@ def diagnose(pod: dict) -> tuple[str | None, bool]:
     return said, fatal and said is not None
 
 
-def explain_pod(pod: dict) -> str | None:
-    """The pod's current trouble in words for people, or None when nothing is wrong yet."""
-    return diagnose(pod)[0]
-
-
 def runner_port(pod: dict) -> int:
     """The port the pod's runner listens on, as the pod runs it (it may predate a template
     change); the template default when the pod does not say."""
@@ -173,15 +169,6 @@ def runner_port(pod: dict) -> int:
                 if port.get("name") == "http" and port.get("containerPort"):
                     return int(port["containerPort"])
     return Template.port  # the dataclass default
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def unready_seconds(pod: dict, now: datetime) -> float:

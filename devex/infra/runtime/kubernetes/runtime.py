@@ -46,7 +46,7 @@ from devex.infra.runtime.kubernetes.pods import (
 )
 from devex.models import Repl
 from devex.templates_catalog import Template
-from devex.tokens import CONTROL_SCOPE, repl_key, sign
+from devex_shared.access_tokens import CONTROL_SCOPE, repl_key, sign
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,13 @@ _API_ERRORS = (KubeError, client.ApiException, urllib3.exceptions.HTTPError, Tim
 
 
 class KubernetesRuntime(Runtime):
-    """Runs each REPL as a pod in ``settings.k8s_namespace``.
+    """Runs each REPL as a pod in ``settings.kubernetes.namespace``.
 
     ``api_client`` is a ready ``kubernetes.client.ApiClient`` (tests point one at a fake
     server); without it the configuration is loaded once, on first use.
     """
 
     def __init__(self, settings: Settings, api_client: client.ApiClient | None = None):
-        manifests.check_settings(settings)  # ConfigError at start-up, not at each start
         self.settings = settings
         self._api_client = api_client
         self._kube: Kube | None = None
@@ -81,9 +80,9 @@ class KubernetesRuntime(Runtime):
     def kube(self) -> Kube:
         with self._lock:
             if self._kube is None:
-                api = self._api_client or load_api_client(self.settings.kubeconfig)
-                self._kube = Kube(api, self.settings.k8s_namespace,
-                                  self.settings.k8s_request_timeout)
+                k = self.settings.kubernetes
+                api = self._api_client or load_api_client(k.kubeconfig)
+                self._kube = Kube(api, k.namespace, k.request_timeout)
             return self._kube
 
     # -- interface ---------------------------------------------------------------------
@@ -184,7 +183,7 @@ class KubernetesRuntime(Runtime):
         if not gone:
             raise RuntimeUnavailable(
                 f"{saved}emoving the REPL is not finished: its pod is still shutting down "
-                f"after {self.settings.k8s_stop_timeout} seconds")
+                f"after {self.settings.kubernetes.stop_timeout} seconds")
         progress("stop", "Removed the REPL's Kubernetes objects")
 
     def is_running(self, repl: Repl) -> bool:
@@ -347,7 +346,7 @@ class KubernetesRuntime(Runtime):
                          progress: Progress) -> tuple[int | None, str]:
         """(exit code, its one-line reason) once ``container`` has ended; (None, why) when
         it cannot end well (the pod went, it cannot be created, the timeout passed)."""
-        timeout = self.settings.k8s_stop_timeout
+        timeout = self.settings.kubernetes.stop_timeout
         deadline = time.monotonic() + timeout
         said = ""
         while True:
@@ -382,7 +381,7 @@ class KubernetesRuntime(Runtime):
         return None, f"{why} ({said})" if said else why
 
     def _wait_pods_gone(self, repl: Repl, progress: Progress) -> bool:
-        """True once no pod of the REPL is left, False after ``k8s_stop_timeout``.
+        """True once no pod of the REPL is left, False after ``stop_timeout``.
 
         Until its pod is gone, the autosave companion may still upload (on SIGTERM it saves
         what changed since its last save): a delete that removes the files next must not
@@ -394,7 +393,7 @@ class KubernetesRuntime(Runtime):
         if not left:
             return True
         progress("stop", "Waiting for the REPL's pod to shut down")
-        deadline = time.monotonic() + self.settings.k8s_stop_timeout
+        deadline = time.monotonic() + self.settings.kubernetes.stop_timeout
         while left:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
