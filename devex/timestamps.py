@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-# Whole seconds, read too: Kubernetes' times and the runner's autosave times look like this.
-_WHOLE_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
+# What is read: that, and whole seconds (Kubernetes' and the runner's autosave times).
+_SHAPE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z\Z")
 
 
 def utcnow() -> str:
@@ -20,11 +21,9 @@ def format_time(moment: datetime) -> str:
 
 def parse_time(value: str | None) -> datetime | None:
     """``value`` as an aware UTC datetime; None when it is empty or not such a timestamp."""
-    if not value:
+    if not value or not _SHAPE.match(value):
         return None
-    for fmt in (FORMAT, _WHOLE_SECONDS):
-        try:
-            return datetime.strptime(value, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
+    try:  # fromisoformat: a tenth of strptime's cost (a token's times are read per request)
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except ValueError:  # the right shape, an impossible date (month 13, say)
+        return None

@@ -118,3 +118,17 @@ def test_a_cluster_without_allowed_hosts_serves_any_host_and_star_says_so(data_d
 def test_allowed_hosts_must_be_host_names(data_dir, bad):
     with pytest.raises(ConfigError, match="DEVEX_ALLOWED_HOSTS"):
         make_app(data_dir, DEVEX_ALLOWED_HOSTS=bad)
+
+
+def test_a_remembered_verdict_is_per_host_and_per_list(data_dir, redis_url):
+    """Hosts found trusted are remembered per process: that never lets another name in,
+    nor a name trusted by one app into another that does not list it."""
+    base = {"TESTING": True, "DEVEX_DATA_DIR": data_dir, "DEVEX_SECRET_KEY": "s",
+            "DEVEX_REDIS_URL": redis_url, "DEVEX_EMBEDDED_WORKER": "false"}
+    wide = create_app({**base, "DEVEX_ALLOWED_HOSTS": "a.example,b.example"}).test_client()
+    narrow = create_app({**base, "DEVEX_ALLOWED_HOSTS": "a.example"}).test_client()
+    for _ in range(2):  # the second round answers from what the first remembered
+        assert wide.get("/healthz", headers={"Host": "b.example"}).status_code == 200
+        assert narrow.get("/healthz", headers={"Host": "b.example"}).status_code == 400
+        assert wide.get("/healthz", headers={"Host": "c.example"}).status_code == 400
+        assert narrow.get("/healthz", headers={"Host": "a.example"}).status_code == 200

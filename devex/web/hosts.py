@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from apiflask import APIFlask
 from flask import Request, request
 from werkzeug.exceptions import SecurityError
+from werkzeug.wsgi import get_host
 
 from devex.config import Settings
 from devex.errors import DevexError
@@ -65,24 +66,46 @@ def connection_address(environ: dict) -> str | None:
 
 class HostCheckedRequest(Request):
     """Flask sets ``trusted_hosts`` from ``TRUSTED_HOSTS`` for each request and checks the
-    host against it before routing; this adds the connection's own address."""
+    host against it before routing; this adds the connection's own address.
+
+    werkzeug checks the host each time it is asked for it (several times a request, with
+    an IDNA encoding of every trusted name each time). A host found trusted once is
+    remembered per process, and its requests then answer ``None`` ("any host"), so the
+    later checks, which could only pass, are skipped; an untrusted host always gets the
+    list, and with it werkzeug's refusal."""
 
     @property
     def trusted_hosts(self) -> list[str] | None:
-        cached = self.__dict__.get("_trusted")  # asked for several times per request
-        if cached is not None:
-            return cached
+        if "_trusted" in self.__dict__:
+            return self.__dict__["_trusted"]
         names = self.__dict__.get("_trusted_names")
         if names is None:
             return None
         own = connection_address(self.environ)
-        cached = self.__dict__["_trusted"] = [*names, own] if own else list(names)
-        return cached
+        trusted = [*names, own] if own else list(names)
+        asked = (tuple(trusted), self.environ.get("HTTP_HOST"), self.environ.get("SERVER_NAME"),
+                 self.environ.get("SERVER_PORT"), self.environ.get("wsgi.url_scheme"))
+        verdict = _VERDICTS.get(asked)
+        if verdict is None:
+            try:
+                get_host(self.environ, trusted)
+                verdict = True
+            except SecurityError:
+                verdict = False
+            if len(_VERDICTS) >= MAX_VERDICTS:
+                _VERDICTS.clear()  # a flood of made-up names costs checks, never memory
+            _VERDICTS[asked] = verdict
+        self.__dict__["_trusted"] = None if verdict else trusted
+        return self.__dict__["_trusted"]
 
     @trusted_hosts.setter
     def trusted_hosts(self, value: list[str] | None) -> None:
         self.__dict__["_trusted_names"] = value
         self.__dict__.pop("_trusted", None)
+
+
+MAX_VERDICTS = 1024
+_VERDICTS: dict[tuple, bool] = {}  # (trusted names, Host, server, port, scheme) -> trusted?
 
 
 def _refuse_untrusted_host() -> None:
