@@ -64,8 +64,9 @@ class Settings:
     lock_lease: float = 15.0
     idle_timeout: int = 3600  # seconds without activity before a running REPL is stopped
     autosave_seconds: int = 30  # how often a running REPL's changed files are saved
-    # seconds between reconcile / cull_idle runs (RQ cron: jobs/cron.py), in every wiring
-    periodic_interval: int = 60
+    # seconds between reconcile / cull_idle runs (RQ cron: jobs/cron.py), in every wiring;
+    # with the 15 s lock lease, a REPL whose job died is repaired within 45 s
+    periodic_interval: int = 30
     max_body_bytes: int = 64 * 1024
     quota_repls: int = 50
     quota_running: int = 5

@@ -9,8 +9,11 @@ This one waits for Redis and carries on; ``jobs.worker.DevexWorker`` restarts it
 seconds if it is killed.
 
 While it holds RQ's scheduler lock of the queue -- one holder per queue across all
-workers, taken over by another worker's scheduler once the holder's lease (61 s) runs out
--- it also enqueues the periodic jobs with RQ's ``CronScheduler`` (``jobs/cron.py``).
+workers -- it also enqueues the periodic jobs with RQ's ``CronScheduler``
+(``jobs/cron.py``). rq gives that lock a lease of 61 s, renewed every second; this one
+cuts it to ``LOCK_LEASE`` after each renewal, so when the holder's worker is killed another
+worker's scheduler takes over within ``LOCK_LEASE`` plus its worker's check
+(``jobs.worker.SCHEDULER_CHECK``), not after a minute: reconcile keeps its 30 s rhythm.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from jobs.cron import periodic_cron
 
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 MAX_BACKOFF = 5.0  # seconds between attempts while Redis is away: back soon after it is
+LOCK_LEASE = 10  # seconds the scheduler lock outlives its last renewal (one a second)
 
 
 class DevexScheduler(RQScheduler):
@@ -60,6 +64,8 @@ class DevexScheduler(RQScheduler):
         if self.should_reacquire_locks:
             self.acquire_locks()
         self.heartbeat()  # refreshes our locks; drops a lock another scheduler took over
+        for name in self.acquired_locks:  # rq renewed them for 61 s: a shorter lease
+            self.connection.expire(self.get_locking_key(name), LOCK_LEASE)
         self.enqueue_scheduled_jobs()
         if self.settings.queue_name in self.acquired_locks:
             if self._cron is None:
