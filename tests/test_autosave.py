@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from devex_shared import access_tokens
-from devex_shared.storage import storage_from_env
+from devex_shared.storage import StorageError, storage_from_env
 from tests.conftest import ROOT
 from tests.support.ide_client import IdeClient
 from tests.support.ports import free_port
@@ -87,7 +87,12 @@ def pair(storage_env, tmp_path):
 
 def stored(storage, name: str) -> bytes | None:
     keys = {o.key for o in storage.list(PREFIX)}
-    return storage.read(PREFIX + name) if PREFIX + name in keys else None
+    if PREFIX + name not in keys:
+        return None
+    try:
+        return storage.read(PREFIX + name)
+    except StorageError:  # deleted by a save between the listing and the read
+        return None
 
 
 def ide_token() -> str:
