@@ -34,8 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = os.environ.get("BENCH_SECONDS", "5")
 WRK = ["-t2", "-c16", f"-d{SECONDS}s"]
+# --reuse-port: as devex/gunicorn_conf.py deploys it (per-worker sockets: wrk's 16
+# keep-alive connections spread over both workers, for both apps alike).
 GUNICORN = ["--workers", "2", "--threads", "4", "--worker-class", "gthread",
-            "--log-level", "warning"]
+            "--reuse-port", "--log-level", "warning"]
 LIST_SIZES = (1, 100, 1000)
 
 

@@ -10,6 +10,8 @@
   made and emptied when gunicorn starts (without ``--preload``: workers load the app
   after that), and a worker that exits is marked dead, as prometheus_client asks.
 
+- ``reuse_port``: a listening socket per worker (see below).
+
 Every other option still comes from the command line.
 """
 
@@ -33,6 +35,13 @@ class JsonLogger(Logger):
 
 if wants_json_env(os.environ):
     logger_class = JsonLogger
+
+# Each worker listens on its own SO_REUSEPORT socket and the kernel spreads connections
+# over them. With one shared socket, gthread workers accept greedily: a few long-lived
+# keep-alive connections (an ingress, a load test) can all land on one worker while the
+# others idle, halving throughput (seen in bench/http_wrk.py). The price: connections
+# waiting in a dying worker's backlog are reset (a worker restart, not a deploy).
+reuse_port = True
 
 
 def on_starting(server) -> None:
