@@ -27,6 +27,7 @@ from devex.templates_catalog import Catalog
 from devex_shared.access_tokens import IDE_SCOPE, repl_key, sign
 from tests.support.fake_k8s import FakeKube
 from tests.support.ide_client import IdeClient
+from tests.support.k8s_helpers import Events, stored
 from tests.support.moto_server import REGION, s3_client
 from tests.support.process_kubelet import ProcessKubelet
 from tests.support.waiting import wait_for
@@ -38,14 +39,6 @@ SECRET = "s" * 40
 ACCESS_KEY = "AKIAPROCESSKUBELET01"
 SECRET_KEY = "process-kubelet-s3-secret-value"
 KINDS = ("deployments", "services", "ingresses", "networkpolicies", "secrets", "pods")
-
-
-class Events(list):
-    def __call__(self, kind: str, message: str) -> None:
-        self.append((kind, message))
-
-    def text(self) -> str:
-        return "\n".join(m for _, m in self)
 
 
 @pytest.fixture
@@ -87,13 +80,6 @@ def template(settings):
 @pytest.fixture
 def s3(moto_server):
     return s3_client(moto_server)
-
-
-def stored(s3, bucket: str, key: str) -> bytes | None:
-    try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
 
 
 def environ_of(pid: int) -> dict[str, str]:

@@ -5,7 +5,6 @@ readiness blips, sync failures that say why, and the worker's RBAC Role."""
 from __future__ import annotations
 
 import copy
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from devex.infra.runtime.kubernetes import KubernetesRuntime
 from devex.models import Repl
 from devex.templates_catalog import Catalog
 from tests.support.fake_k8s import FakeKube
+from tests.support.k8s_helpers import Background, Events
 from tests.support.waiting import wait_for
 
 NS = "devex-repls"
@@ -32,19 +32,6 @@ def worker_role() -> list[dict]:
     docs = yaml.safe_load_all((ROOT / "deploy" / "rbac.yaml").read_text())
     return next(d for d in docs if d and d["kind"] == "Role"
                 and d["metadata"]["name"] == "devex-runtime")["rules"]
-
-
-class Events(list):
-    """The progress callback: (kind, message) pairs, safe to read from another thread."""
-
-    def __call__(self, kind: str, message: str) -> None:
-        self.append((kind, message))
-
-    def text(self) -> str:
-        return "\n".join(m for _, m in list(self))
-
-    def of(self, kind: str) -> list[str]:
-        return [m for k, m in list(self) if k == kind]
 
 
 @pytest.fixture
@@ -81,28 +68,6 @@ def objects_of(fake, repl_id):
 
 def gone(fake, repl_id) -> bool:
     return all(v == [] for v in objects_of(fake, repl_id).values())
-
-
-class Background:
-    """A call on a thread, its result or exception kept for the test."""
-
-    def __init__(self, fn, *args, **kwargs):
-        self.result = self.error = None
-        self.thread = threading.Thread(target=self._run, args=(fn, args, kwargs), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn, args, kwargs):
-        try:
-            self.result = fn(*args, **kwargs)
-        except Exception as exc:  # the test looks at it
-            self.error = exc
-
-    def join(self, timeout: float = 30):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the call did not return"
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 def put_evicted(fake, like: str, name: str) -> str:

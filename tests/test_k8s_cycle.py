@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -33,6 +32,7 @@ from devex.templates_catalog import Catalog
 from devex_shared.access_tokens import IDE_SCOPE, repl_key, sign
 from tests.support.fake_k8s import FakeKube
 from tests.support.ide_client import IdeClient
+from tests.support.k8s_helpers import Background, Events, stored
 from tests.support.moto_server import REGION, s3_client
 from tests.support.process_kubelet import ROOT, ProcessKubelet
 from tests.support.s3_gate import S3Gate
@@ -41,37 +41,6 @@ from tests.support.waiting import wait_for
 NS = "devex-repls"
 SECRET = "c" * 40
 KINDS = ("deployments", "services", "ingresses", "networkpolicies", "pods")
-
-
-class Events(list):
-    def __call__(self, kind: str, message: str) -> None:
-        self.append((kind, message))
-
-    def text(self) -> str:
-        return "\n".join(m for _, m in list(self))
-
-    def of(self, kind: str) -> list[str]:
-        return [m for k, m in list(self) if k == kind]
-
-
-class Background:
-    def __init__(self, fn, *args, **kwargs):
-        self.result = self.error = None
-        self.thread = threading.Thread(target=self._run, args=(fn, args, kwargs), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn, args, kwargs):
-        try:
-            self.result = fn(*args, **kwargs)
-        except Exception as exc:  # the test looks at it
-            self.error = exc
-
-    def join(self, timeout: float = 90):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the call did not return"
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 @pytest.fixture
@@ -121,13 +90,6 @@ def s3(moto_server):
     return s3_client(moto_server)
 
 
-def stored(s3, bucket: str, key: str) -> bytes | None:
-    try:
-        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
-
-
 def ide(kubelet, pod: str, repl: Repl, port: int) -> IdeClient:
     token = sign(repl_key(SECRET, repl.id), repl.id, IDE_SCOPE)
     client = IdeClient(f"ws://127.0.0.1:{kubelet.port(pod, port)}/{repl.id}/ws", token)
@@ -174,7 +136,7 @@ def test_start_stop_start_through_a_slow_pull_an_eviction_an_upload_and_a_dead_r
              "the Pulling event in the REPL's progress")
     assert start.thread.is_alive()
     kubelet.release_pull(template.image)
-    start.join()
+    start.join(90)
     told = [m for _, m in events]
     assert told.index(f'Pulling image "{template.image}"') < told.index("The runner is ready")
     first = live_pod(fake)
@@ -212,7 +174,7 @@ def test_start_stop_start_through_a_slow_pull_an_eviction_an_upload_and_a_dead_r
         assert stop.thread.is_alive() and stored(s3, s3_bucket, key) == b"v1"
         held.release()
         assert held.done.wait(30) and held.status == 200  # v2 landed first ...
-        stop.join()
+        stop.join(90)
     assert stored(s3, s3_bucket, key) == b"v3"  # ... and v3 after it
     assert all(fake.names(kind, NS) == [] for kind in KINDS)  # the evicted pod went too
 
@@ -257,7 +219,7 @@ def test_a_second_stop_waits_for_the_upload_an_earlier_stop_left_running(
         ["sync-up-1"]
     held.release()
 
-    second.join()
+    second.join(90)
     assert stored(s3, s3_bucket, f"{repl.storage_prefix}big.bin") == b"x" * 1024
     assert fake.count("patch/ephemeralcontainers") == 1  # never two saves at once
     assert all(fake.names(kind, NS) == [] for kind in KINDS)

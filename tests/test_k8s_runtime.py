@@ -19,6 +19,7 @@ from devex.infra.runtime.kubernetes.pods import diagnose
 from devex.models import Repl
 from devex.templates_catalog import Catalog
 from devex_shared.access_tokens import CONTROL_SCOPE, IDE_SCOPE, TokenError, repl_key, verify
+from tests.support.k8s_helpers import Events
 from tests.support.ports import free_port
 
 NS = "devex-repls"
@@ -57,14 +58,6 @@ def make_repl(repl_id="0123456789ab", owner="42", login="alice") -> Repl:
 @pytest.fixture
 def repl():
     return make_repl()
-
-
-class Events(list):
-    def __call__(self, kind: str, message: str) -> None:
-        self.append((kind, message))
-
-    def text(self) -> str:
-        return "\n".join(m for _, m in self)
 
 
 @pytest.fixture
