@@ -139,8 +139,8 @@ def test_a_remembered_owner_is_checked_against_the_credential_read_with_it(app):
     token = new_token(app, OWNER[0])
     owners = app.extensions["devex_auth"].owners
     assert api.get(f"/api/repl/{mine}").status_code == 200
-    for credential in list(owners._owners):
-        owners._owners[credential] = OTHER[0]  # as if the process had it wrong
+    for credential in owners.keys():
+        owners.remember(credential, OTHER[0])  # as if the process had it wrong
     assert api.get(f"/api/repl/{theirs}").status_code == 404
     assert api.get(f"/api/repl/{mine}").json["id"] == mine
     by_token = app.test_client()

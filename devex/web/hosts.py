@@ -24,6 +24,7 @@ from werkzeug.wsgi import get_host
 
 from devex.config import Settings
 from devex.errors import DevexError
+from devex.web.bounded import BoundedMap
 
 log = logging.getLogger(__name__)
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
@@ -92,9 +93,7 @@ class HostCheckedRequest(Request):
                 verdict = True
             except SecurityError:
                 verdict = False
-            if len(_VERDICTS) >= MAX_VERDICTS:
-                _VERDICTS.clear()  # a flood of made-up names costs checks, never memory
-            _VERDICTS[asked] = verdict
+            _VERDICTS.remember(asked, verdict)
         self.__dict__["_trusted"] = None if verdict else trusted
         return self.__dict__["_trusted"]
 
@@ -104,8 +103,8 @@ class HostCheckedRequest(Request):
         self.__dict__.pop("_trusted", None)
 
 
-MAX_VERDICTS = 1024
-_VERDICTS: dict[tuple, bool] = {}  # (trusted names, Host, server, port, scheme) -> trusted?
+# (trusted names, Host, server, port, scheme) -> trusted?
+_VERDICTS: BoundedMap[tuple, bool] = BoundedMap(1024)
 
 
 def _refuse_untrusted_host() -> None:

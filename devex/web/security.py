@@ -16,7 +16,7 @@ from flask import current_app, g, request, session
 from devex.errors import Forbidden, Unauthorized, Unavailable
 from devex.extension import extension
 from devex.services.api_tokens import hash_token
-from devex.services.repls import Actor, plausible_id
+from devex.services.repls import Actor
 from devex.web.auth import prefetch
 from devex_shared.bearer import parse_bearer
 
@@ -74,8 +74,7 @@ def bearer_token() -> str | None:
 
 def _wanted() -> list[str]:
     # A read of one REPL gets its record in the same round trip as the user's.
-    return [r for r in prefetch.repl_ids_read(request.view_args, request.method)
-            if plausible_id(r)]
+    return prefetch.repl_ids_read(request.view_args, request.method)
 
 
 def _actor_for(user_id: str) -> Actor | None:

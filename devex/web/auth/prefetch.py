@@ -14,7 +14,6 @@ are read fresh on every request, exactly as before.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from flask import g
@@ -22,6 +21,8 @@ from flask.globals import _cv_request
 from werkzeug.exceptions import HTTPException
 
 from devex.models import Repl, User
+from devex.services.repls import plausible_id
+from devex.web.bounded import BoundedMap
 
 MAX_REMEMBERED = 10_000  # credentials per process; forgotten all at once when exceeded
 READS = frozenset({"GET", "HEAD"})
@@ -34,24 +35,11 @@ class Prefetched:
     repls: dict[str, Repl | None]
 
 
-class Owners:
-    """credential key -> the user id it named (a bounded, thread-safe map)."""
+class Owners(BoundedMap[str, str]):
+    """credential key -> the user id it named. A miss costs a second round trip."""
 
     def __init__(self, limit: int = MAX_REMEMBERED):
-        self.limit = limit
-        self._owners: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def get(self, credential: str) -> str | None:
-        return self._owners.get(credential)
-
-    def remember(self, credential: str, user_id: str) -> None:
-        if self._owners.get(credential) == user_id:
-            return
-        with self._lock:
-            if len(self._owners) >= self.limit:
-                self._owners.clear()  # cheap and safe: a miss only costs a round trip
-            self._owners[credential] = user_id
+        super().__init__(limit)
 
 
 def repl_ids_read(view_args: dict | None, method: str) -> list[str]:
@@ -59,7 +47,7 @@ def repl_ids_read(view_args: dict | None, method: str) -> list[str]:
     if method not in READS or not view_args:
         return []
     repl_id = view_args.get("repl_id")
-    return [repl_id] if isinstance(repl_id, str) and 0 < len(repl_id) <= 64 else []
+    return [repl_id] if isinstance(repl_id, str) and plausible_id(repl_id) else []
 
 
 def repl_ids_ahead() -> list[str]:
