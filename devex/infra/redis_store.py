@@ -17,7 +17,7 @@ from redis.client import Pipeline
 from devex.errors import LockBusy
 from devex.infra import keys, lease
 from devex.infra import store_scripts as scripts
-from devex.infra.redis_text import decode, decode_hash
+from devex.infra.redis_text import decode, decode_hash, decode_pairs
 from devex.infra.store_errors import (
     IdTaken,
     NameTaken,
@@ -33,11 +33,6 @@ EVENTS_KEPT = 200
 LEASE_SECONDS = 15.0  # jobs pass DEVEX_LOCK_LEASE
 CREATE_ATTEMPTS = 20  # a create retried this often when a watched key changed meanwhile
 META_PREFIX = keys.repl_meta("")
-
-
-def _pairs_to_dict(flat: list) -> dict[str, str]:
-    items = [v.decode() for v in flat] if flat and isinstance(flat[0], bytes) else flat
-    return dict(zip(items[::2], items[1::2], strict=True))
 
 
 def name_key(name: str) -> str:
@@ -126,7 +121,7 @@ class ReplStore:
 
     def list_for_user(self, user_id: str) -> list[Repl]:
         rows = self._list(keys=[keys.user_repls(user_id)], args=[META_PREFIX])
-        return [Repl.from_hash(_pairs_to_dict(row)) for row in rows if row]
+        return [Repl.from_hash(decode_pairs(row)) for row in rows if row]
 
     def page_for_user(self, user_id: str, limit: int, after: tuple[str, str] | None = None
                       ) -> tuple[list[Repl], int, tuple[str, str] | None]:
@@ -137,13 +132,13 @@ class ReplStore:
         total, rows = self._page(keys=[keys.user_repls(user_id)],
                                  args=[META_PREFIX, score, last_id, limit])
         found = [(decode(row[0]), decode(row[1]), row[2]) for row in rows]
-        repls = [Repl.from_hash(_pairs_to_dict(raw)) for _, _, raw in found[:limit] if raw]
+        repls = [Repl.from_hash(decode_pairs(raw)) for _, _, raw in found[:limit] if raw]
         more = len(found) > limit
         return repls, int(total), (found[limit - 1][1], found[limit - 1][0]) if more else None
 
     def list_all(self) -> list[Repl]:
         rows = self._list(keys=[keys.ALL_REPLS], args=[META_PREFIX])
-        return [Repl.from_hash(_pairs_to_dict(row)) for row in rows if row]
+        return [Repl.from_hash(decode_pairs(row)) for row in rows if row]
 
     def transition(
         self,
@@ -348,7 +343,7 @@ class ReplStore:
         for repl_id in repl_ids:
             pipe.hgetall(keys.repl_meta(repl_id))
         raw_user, *raw_repls = pipe.execute()
-        return _user_and_repls(raw_user, repl_ids, raw_repls)
+        return _user_and_repls(decode_hash(raw_user), repl_ids, [decode_hash(r) for r in raw_repls])
 
     def read_with_user(
         self, credential_key: str, kind: str, user_id: str | None, repl_ids: Iterable[str]
@@ -360,22 +355,23 @@ class ReplStore:
         extra = [keys.user(user_id), *map(keys.repl_meta, repl_ids)] if user_id else []
         head, *rest = self._read_with_user(keys=[credential_key, *extra], args=[kind])
         if kind == "hash":
-            head = _pairs_to_dict(head)
+            head = decode_pairs(head)
         if not user_id:
             return head, None
-        raw_user, *raw_repls = (_pairs_to_dict(flat) for flat in rest)
-        return head, _user_and_repls(raw_user, repl_ids, raw_repls)
+        user, *repls = (decode_pairs(flat) for flat in rest)
+        return head, _user_and_repls(user, repl_ids, repls)
 
 
 def _user_and_repls(
-    raw_user: dict, repl_ids: list[str], raw_repls: list[dict]
+    user: dict[str, str], repl_ids: list[str], repls: list[dict[str, str]]
 ) -> tuple[User | None, dict[str, Repl | None]]:
-    user = User.from_hash(decode_hash(raw_user)) if raw_user else None
-    repls = {
-        repl_id: Repl.from_hash(decode_hash(raw)) if raw else None
-        for repl_id, raw in zip(repl_ids, raw_repls, strict=True)
+    """Records already decoded (``decode_hash`` or ``decode_pairs``); empty: none."""
+    found = User.from_hash(user) if user else None
+    by_id = {
+        repl_id: Repl.from_hash(fields) if fields else None
+        for repl_id, fields in zip(repl_ids, repls, strict=True)
     }
-    return user, repls
+    return found, by_id
 
 
 def _refuse(result: str, repl: Repl, quota: int, max_active: int) -> None:

@@ -19,3 +19,9 @@ def decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
     if raw and isinstance(next(iter(raw)), bytes):
         return {k.decode(): v.decode() for k, v in raw.items()}
     return dict(raw)
+
+
+def decode_pairs(flat: list) -> dict[str, str]:
+    """A hash as a script returns it (``[field, value, ...]``) as text."""
+    items = [v.decode() for v in flat] if flat and isinstance(flat[0], bytes) else flat
+    return dict(zip(items[::2], items[1::2], strict=True))
