@@ -14,6 +14,7 @@ so rq's own lines are JSON too. Embedded mode keeps Flask's plain text.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -35,14 +36,34 @@ ACCESS_LOGGER = "gunicorn.access"
 SERVER_LOGGERS = ("gunicorn.error", ACCESS_LOGGER)
 
 
+class _RequestIds:
+    """New request ids: 64 random bits per process (drawn again in a forked child, so
+    gunicorn's workers differ) and a counter. No system call per request: a call that
+    lets go of the GIL hands a threaded worker's other requests the CPU mid-request. Never
+    the ``random`` module, whose shared state a seeded user of it (e.g. a property-based
+    test) owns."""
+
+    def __init__(self) -> None:
+        self.new_process()
+        os.register_at_fork(after_in_child=self.new_process)
+
+    def new_process(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+_request_ids = _RequestIds()
+
+
 def request_id_from(environ: Mapping) -> str:
     """The caller's ``X-Request-ID`` when it looks like an id, else a new one."""
     sent = environ.get("HTTP_X_REQUEST_ID", "")
     if sent and _SANE_ID.match(sent):
         return sent
-    # An id to follow a request by; from os.urandom, so it never moves the ``random``
-    # module's shared state (which a seeded user of it, e.g. a property-based test, owns).
-    return os.urandom(16).hex()
+    return _request_ids.next()
 
 
 class ContextFilter(logging.Filter):

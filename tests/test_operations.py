@@ -185,6 +185,24 @@ def test_request_ids_are_kept_when_sane_and_made_otherwise(client):
     assert len(ids) == 3  # one each, errors too
 
 
+def test_forked_workers_make_their_own_request_ids():
+    """gunicorn forks its workers after loading the app: ids made in two workers must not
+    repeat each other's (each draws its own random part)."""
+    from devex.logs import request_id_from
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id, then out without running any cleanup
+        os.write(write, ",".join(request_id_from({}) for _ in range(2)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(write)
+    child = os.read(read, 200).decode().split(",")
+    parent = [request_id_from({}) for _ in range(2)]
+    assert child[0][:16] != parent[0][:16]  # another process, another random part
+    assert len(set(child + parent)) == 4 and all(len(i) == 32 for i in child + parent)
+
+
 def test_a_log_line_names_its_request_user_and_repl_and_hides_secrets(app):
     """The filter and format the web installs, on a real request of a logged-in user."""
     from devex.web.security import require_actor

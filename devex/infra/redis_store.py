@@ -17,6 +17,7 @@ from redis.client import Pipeline
 from devex.errors import LockBusy
 from devex.infra import keys, lease
 from devex.infra import store_scripts as scripts
+from devex.infra.redis_direct import run_script
 from devex.infra.redis_text import decode, decode_hash, decode_pairs
 from devex.infra.store_errors import (
     IdTaken,
@@ -353,7 +354,9 @@ class ReplStore:
         Returns the credential and ``(user, repls)`` (None without ``user_id``)."""
         repl_ids = list(repl_ids) if user_id else []
         extra = [keys.user(user_id), *map(keys.repl_meta, repl_ids)] if user_id else []
-        head, *rest = self._read_with_user(keys=[credential_key, *extra], args=[kind])
+        # Every authenticated request comes here: redis_direct skips execute_command's wrappers.
+        head, *rest = run_script(self.redis, self._read_with_user,
+                                 [credential_key, *extra], [kind])
         if kind == "hash":
             head = decode_pairs(head)
         if not user_id:

@@ -61,6 +61,11 @@ class RefreshingSessions(RedisSessionInterface):
     nothing is saved."""
 
     def open_session(self, app, request):
+        if not request.cookies.get(app.config["SESSION_COOKIE_NAME"]):
+            # No cookie: an empty session whose id is drawn only if it is ever saved
+            # (flask-session draws one here, a system call on every anonymous or bearer
+            # request).
+            return self.session_class(sid="", permanent=self.permanent)
         try:
             return super().open_session(app, request)
         except RedisError as exc:
@@ -90,9 +95,20 @@ class RefreshingSessions(RedisSessionInterface):
 
     REFRESHED = "_refreshed"  # when the session's expiry last moved forward (epoch s)
 
+    def regenerate(self, session) -> None:
+        if session and not session.sid:
+            session.sid = self._generate_sid(self.sid_length)  # nothing stored to delete
+            session.modified = True
+            return
+        super().regenerate(session)
+
     def save_session(self, app, session, response) -> None:
         if getattr(session, "store_down", False):
             return
+        if not session.sid:
+            if not session:
+                return  # never stored, never sent: nothing to store or delete
+            session.sid = self._generate_sid(self.sid_length)
         if session and time.time() - session.get(self.REFRESHED, 0) >= self.refresh_seconds:
             session[self.REFRESHED] = int(time.time())  # modified: stored again, new cookie
         if not session.modified:  # the common read: nothing to store, no cookie to send
