@@ -7,7 +7,6 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from apiflask import APIFlask
 from apiflask.schema_adapters.marshmallow import parser as json_parser
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -28,6 +27,7 @@ from devex.infra.embedded_state import EmbeddedState
 from devex.services.repls import ReplService
 from devex.web import errorhandlers, jsonbody, weblogs
 from devex.web.auth import init_auth
+from devex.web.flask_app import DevexFlask
 from devex.web.headers import init_headers
 from devex.web.hosts import init_hosts
 from devex.web.openapi import init_openapi
@@ -39,14 +39,14 @@ from jobs.embedded_worker import EmbeddedWorker
 log = logging.getLogger(__name__)
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
+def create_app(test_config: dict[str, Any] | None = None) -> DevexFlask:
     """Build the app. ``test_config`` may hold Flask config keys and ``DEVEX_*`` settings,
     which then override the environment."""
     test_config = dict(test_config or {})
     overrides = {k: str(v) for k, v in test_config.items() if k.startswith("DEVEX_")}
     settings = Settings.from_env({**os.environ, **overrides}).with_secret()
 
-    app = APIFlask(
+    app = DevexFlask(
         __name__,
         title="Devex",
         version="0.1.0",

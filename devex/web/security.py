@@ -14,7 +14,6 @@ import secrets
 from flask import current_app, g, request, session
 
 from devex.errors import Forbidden, Unauthorized, Unavailable
-from devex.extension import extension
 from devex.services.api_tokens import hash_token
 from devex.services.repls import Actor
 from devex.web.auth import prefetch
@@ -64,64 +63,75 @@ def logout() -> None:
     g.pop("auth_method", None)
 
 
-def bearer_token() -> str | None:
+def _bearer(req) -> str | None:
     """The ``Authorization: Bearer`` value of an ``/api/*`` request, if any."""
-    if not request.path.startswith("/api/"):
+    if not req.path.startswith("/api/"):
         return None
     # "" (a Bearer header without a token) is refused, never taken for no header.
-    return parse_bearer(request.headers.get("Authorization"))
+    return parse_bearer(req.headers.get("Authorization"))
 
 
-def _wanted() -> list[str]:
+# Every authenticated request runs what follows: the request, g and the app are looked up
+# once each and passed along (each proxy lookup costs about a microsecond).
+def _wanted(req) -> list[str]:
     # A read of one REPL gets its record in the same round trip as the user's.
-    return prefetch.repl_ids_read(request.view_args, request.method)
+    return prefetch.repl_ids_read(req.view_args, req.method)
 
 
-def _actor_for(user_id: str) -> Actor | None:
-    ahead = prefetch.take(user_id)  # fetched with the credential (devex.web.auth.prefetch)
+def _actor_for(user_id: str, app, req, ctx_g) -> Actor | None:
+    ahead = prefetch.take(user_id, ctx_g)  # fetched with the credential (prefetch)
     if ahead is not None:
         user, seen = ahead.user, ahead.repls
     else:
-        user, seen = extension().components.store.get_user_with_repls(user_id, _wanted())
+        store = app.extensions["devex"].components.store
+        user, seen = store.get_user_with_repls(user_id, _wanted(req))
     if user is None:
         return None
     # Standing (suspended, or a GitHub re-check due) from the record just read: no extra
     # round trip unless the re-check is due (devex.services.accounts).
-    accounts = auth_ext().accounts if auth_ext() is not None else None
+    ext = app.extensions.get("devex_auth")
+    accounts = ext.accounts if ext is not None else None
     if accounts is not None and not accounts.in_good_standing(user):
-        g.refused_standing = user.suspended or "github"
+        ctx_g.refused_standing = user.suspended or "github"
         return None
     is_admin = accounts.is_admin(user) if accounts is not None else False
     return Actor(id=user.id, login=user.login, is_admin=is_admin, seen=seen)
 
 
-def _read_token(token_hash: str) -> dict[str, str] | None:
-    """A token's record, read with the records of the user it named last time."""
-    ext = auth_ext()
-    guess = ext.owners.get(token_hash) if ext.owners is not None else None
-    raw, found = extension().components.store.read_with_user(
-        ext.api_tokens.store.key(token_hash), "hash", guess, _wanted())
-    if found is not None:
-        prefetch.keep(prefetch.Prefetched(guess, *found))
-    return raw or None
+def _token_reader(app, req, ctx_g):
+    def read(token_hash: str) -> dict[str, str] | None:
+        """A token's record, read with the records of the user it named last time."""
+        ext = app.extensions["devex_auth"]
+        guess = ext.owners.get(token_hash) if ext.owners is not None else None
+        raw, found = app.extensions["devex"].components.store.read_with_user(
+            ext.api_tokens.store.key(token_hash), "hash", guess, _wanted(req))
+        if found is not None:
+            prefetch.keep(prefetch.Prefetched(guess, *found), ctx_g)
+        return raw or None
+
+    return read
 
 
 def current_actor() -> Actor | None:
-    if "actor" in g:
-        return g.actor
+    ctx_g = g._get_current_object()
+    if "actor" in ctx_g:
+        return ctx_g.actor
+    app = current_app._get_current_object()
+    req = request._get_current_object()
     actor = None
     method = None
-    token = bearer_token()
+    token = _bearer(req)
     if token is not None:
         # An explicit credential decides alone: a bad token never falls back to the cookie.
-        ext = auth_ext()
-        record = ext.api_tokens.authenticate(token, _read_token) if ext is not None else None
+        ext = app.extensions.get("devex_auth")
+        record = (ext.api_tokens.authenticate(token, _token_reader(app, req, ctx_g))
+                  if ext is not None else None)
         if record is not None:
-            actor = _actor_for(record.user_id)
+            actor = _actor_for(record.user_id, app, req, ctx_g)
             method = BEARER if actor is not None else None
             if actor is not None and ext.owners is not None:
                 ext.owners.remember(hash_token(token), record.user_id)
-        g.bearer_refused = actor is None
+        ctx_g.bearer_refused = actor is None
     else:
         if getattr(session, "store_down", False) and current_app.config[
             "SESSION_COOKIE_NAME"
@@ -129,16 +139,16 @@ def current_actor() -> Actor | None:
             raise Unavailable("Sessions are unavailable; try again shortly.")
         uid = session.get("uid")
         if uid:
-            actor = _actor_for(uid)
+            actor = _actor_for(uid, app, req, ctx_g)
             method = SESSION if actor is not None else None
             if actor is not None:
-                remember = getattr(current_app.session_interface, "remember_owner", None)
+                remember = getattr(app.session_interface, "remember_owner", None)
                 if remember is not None:
                     remember(session, uid)
-            if g.get("refused_standing"):
+            if ctx_g.get("refused_standing"):
                 logout()  # a suspended user's session ends, server-side too
-    g.actor = actor
-    g.auth_method = method
+    ctx_g.actor = actor
+    ctx_g.auth_method = method
     return actor
 
 

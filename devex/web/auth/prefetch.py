@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from flask import g
 from flask.globals import _cv_request
-from werkzeug.exceptions import HTTPException
 
 from devex.models import Repl, User
 from devex.services.repls import plausible_id
@@ -52,24 +51,23 @@ def repl_ids_read(view_args: dict | None, method: str) -> list[str]:
 
 def repl_ids_ahead() -> list[str]:
     """Like ``repl_ids_read``, before Flask has routed the request (the session is opened
-    first): the URL is matched here, once more."""
+    first): the request is routed here, and Flask's own routing then finds it done
+    (``devex.web.flask_app.RoutedOnce``)."""
     ctx = _cv_request.get(None)
     if ctx is None or ctx.url_adapter is None or ctx.request.method not in READS:
         return []
-    try:
-        _, view_args = ctx.url_adapter.match(return_rule=True)
-    except HTTPException:  # no such route, a redirect, a wrong method: nothing to fetch
-        return []
-    return repl_ids_read(view_args, ctx.request.method)
+    ctx.match_request()  # no such route, a redirect, a wrong method: no view_args
+    return repl_ids_read(ctx.request.view_args, ctx.request.method)
 
 
-def keep(found: Prefetched | None) -> None:
-    """Hand what a pipeline fetched to ``take`` later in this request."""
+def keep(found: Prefetched | None, ctx_g=None) -> None:
+    """Hand what a pipeline fetched to ``take`` later in this request (``ctx_g``: this
+    request's ``g``, when the caller has it at hand)."""
     if found is not None:
-        g.prefetched = found
+        (g if ctx_g is None else ctx_g).prefetched = found
 
 
-def take(user_id: str) -> Prefetched | None:
+def take(user_id: str, ctx_g=None) -> Prefetched | None:
     """What was fetched ahead for ``user_id`` in this request, if anything."""
-    found = g.pop("prefetched", None)
+    found = (g if ctx_g is None else ctx_g).pop("prefetched", None)
     return found if found is not None and found.user_id == user_id else None
