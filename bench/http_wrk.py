@@ -2,6 +2,11 @@
 against ``gunicorn`` serving Devex and a bare Flask endpoint with the same settings, in one
 run: interleaved rounds, the median of each target, reported as a ratio to bare Flask.
 
+Two controls run in the same rounds: the bare endpoint after one ``Redis.ping()`` (the
+price of the one round trip an authenticated read must make: revocation, logout and
+suspension act on the next request), and Devex's ``/healthz`` (no credential, no Redis:
+its hooks and middleware alone).
+
 Also: Redis round trips per request (counted in-process: one ``send_packed_command`` is one
 round trip, a pipeline included), whether a plain read answers with ``Set-Cookie``, and the
 RSS of the web (all gunicorn processes) plus one ``rq worker``.
@@ -128,7 +133,7 @@ def round_trips(env: dict, targets: dict[str, tuple[str, dict]]) -> dict:
     redis.connection.Connection.send_packed_command = counting
     try:
         for name, (path, headers) in targets.items():
-            if name == "bare_flask":
+            if name.startswith("bare_flask"):
                 continue
             client = app.test_client()
             headers = dict(headers)
@@ -170,6 +175,10 @@ def run(redis_url: str) -> dict:
         one = seeded[1]
         targets = {
             "bare_flask": (bare_url + "/hello", {}),
+            # Controls: one Redis round trip in a bare Flask view; Devex's own /healthz
+            # (no credential, no Redis): what the hooks and middleware cost alone.
+            "bare_flask_one_redis_ping": (bare_url + "/hello-after-ping", {}),
+            "devex_healthz": ("/healthz", {}),
             "get_repl_bearer": (f"/api/repl/{one['repl']}",
                                 {"Authorization": f"Bearer {one['token']}"}),
             "get_repl_cookie": (f"/api/repl/{created['repl']['id']}", cookie),
