@@ -129,6 +129,37 @@ def test_reading_one_repl_is_one_round_trip_by_session_and_by_token(app, monkeyp
         assert sent[0] == 1, headers
 
 
+def test_the_one_read_survives_a_flushed_script_cache_and_dropped_connections(app, redis_url):
+    """The credential's script runs on a pooled connection without redis-py's command
+    wrappers (devex.infra.redis_direct): it must still reload a script the server lost (a
+    restart, SCRIPT FLUSH) and reconnect when its connections were cut."""
+    repl_id = create_repl(app, OWNER[0])
+    api = session_api(app, OWNER[0])
+    by_token = app.test_client()
+    token = bearer(new_token(app, OWNER[0]))
+    admin = redis.Redis.from_url(redis_url)
+    for cut in (admin.script_flush, lambda: admin.client_kill_filter(_type="normal",
+                                                                    skipme=True)):
+        cut()
+        assert api.get(f"/api/repl/{repl_id}").json["id"] == repl_id
+        resp = by_token.get(f"/api/repl/{repl_id}", headers=token)
+        assert resp.status_code == 200 and resp.json["id"] == repl_id
+
+
+def test_routing_the_request_early_changes_no_answer(app):
+    """With a session, the request is routed while the session is read (to fetch the REPL
+    in the same round trip) and Flask does not route it again: unknown paths, wrong
+    methods and redirects answer as before, and views get their arguments."""
+    repl_id = create_repl(app, OWNER[0])
+    api = session_api(app, OWNER[0])
+    assert api.get("/api/no-such-thing").status_code == 404
+    wrong = api.client.get("/api/repl/create")
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "OPTIONS, POST"
+    assert api.client.get("/api/repl").status_code == 308  # to /api/repl/
+    assert api.get(f"/api/repl/{repl_id}").json["id"] == repl_id
+    assert api.get(f"/api/repl/{repl_id}/events").status_code == 200
+
+
 def test_a_remembered_owner_is_checked_against_the_credential_read_with_it(app):
     """The owner remembered for a credential only decides what is fetched along: a wrong
     one (here planted) is never believed, and logout, suspension and revocation still act
