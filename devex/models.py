@@ -126,7 +126,7 @@ class User:
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> User:
-        names = {f for f in cls.__dataclass_fields__}
+        names = cls.__dataclass_fields__  # read on every authenticated request
         return cls(**{k: v for k, v in raw.items() if k in names})
 
 
