@@ -154,7 +154,8 @@ def test_routing_the_request_early_changes_no_answer(app):
     api = session_api(app, OWNER[0])
     assert api.get("/api/no-such-thing").status_code == 404
     wrong = api.client.get("/api/repl/create")
-    assert wrong.status_code == 405 and wrong.headers["Allow"] == "OPTIONS, POST"
+    assert wrong.status_code == 405
+    assert set(wrong.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
     assert api.client.get("/api/repl").status_code == 308  # to /api/repl/
     assert api.get(f"/api/repl/{repl_id}").json["id"] == repl_id
     assert api.get(f"/api/repl/{repl_id}/events").status_code == 200
