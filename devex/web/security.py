@@ -79,7 +79,7 @@ def _wanted(req) -> list[str]:
 
 
 def _actor_for(user_id: str, app, req, ctx_g) -> Actor | None:
-    ahead = prefetch.take(user_id, ctx_g)  # fetched with the credential (prefetch)
+    ahead = prefetch.take(user_id)  # fetched with the credential (prefetch)
     if ahead is not None:
         user, seen = ahead.user, ahead.repls
     else:
@@ -98,7 +98,7 @@ def _actor_for(user_id: str, app, req, ctx_g) -> Actor | None:
     return Actor(id=user.id, login=user.login, is_admin=is_admin, seen=seen)
 
 
-def _token_reader(app, req, ctx_g):
+def _token_reader(app, req):
     def read(token_hash: str) -> dict[str, str] | None:
         """A token's record, read with the records of the user it named last time."""
         ext = app.extensions["devex_auth"]
@@ -106,7 +106,7 @@ def _token_reader(app, req, ctx_g):
         raw, found = app.extensions["devex"].components.store.read_with_user(
             ext.api_tokens.store.key(token_hash), "hash", guess, _wanted(req))
         if found is not None:
-            prefetch.keep(prefetch.Prefetched(guess, *found), ctx_g)
+            prefetch.keep(prefetch.Prefetched(guess, *found))
         return raw or None
 
     return read
@@ -124,7 +124,7 @@ def current_actor() -> Actor | None:
     if token is not None:
         # An explicit credential decides alone: a bad token never falls back to the cookie.
         ext = app.extensions.get("devex_auth")
-        record = (ext.api_tokens.authenticate(token, _token_reader(app, req, ctx_g))
+        record = (ext.api_tokens.authenticate(token, _token_reader(app, req))
                   if ext is not None else None)
         if record is not None:
             actor = _actor_for(record.user_id, app, req, ctx_g)

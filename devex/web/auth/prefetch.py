@@ -60,14 +60,13 @@ def repl_ids_ahead() -> list[str]:
     return repl_ids_read(ctx.request.view_args, ctx.request.method)
 
 
-def keep(found: Prefetched | None, ctx_g=None) -> None:
-    """Hand what a pipeline fetched to ``take`` later in this request (``ctx_g``: this
-    request's ``g``, when the caller has it at hand)."""
+def keep(found: Prefetched | None) -> None:
+    """Hand what a pipeline fetched to ``take`` later in this request."""
     if found is not None:
-        (g if ctx_g is None else ctx_g).prefetched = found
+        g.prefetched = found
 
 
-def take(user_id: str, ctx_g=None) -> Prefetched | None:
+def take(user_id: str) -> Prefetched | None:
     """What was fetched ahead for ``user_id`` in this request, if anything."""
-    found = (g if ctx_g is None else ctx_g).pop("prefetched", None)
+    found = g.pop("prefetched", None)
     return found if found is not None and found.user_id == user_id else None
