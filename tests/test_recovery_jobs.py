@@ -96,6 +96,17 @@ def test_worker_killed_after_the_runner_launched_adopts_that_runner(cluster):
     cluster.assert_nothing_orphaned()
 
 
+def _stop_resumed_by_a_new_worker(cluster, repl, notes: bytes) -> None:
+    """A new worker finishes the interrupted stop: the file saved, the workspace gone."""
+    cluster.worker()
+    cluster.settle(repl.id, "stopped")
+
+    assert RESUMED.format("stop") in cluster.events(repl.id)
+    assert _files(cluster, repl.storage_prefix)["notes.txt"] == notes
+    assert not cluster.workspace(repl.id).exists()
+    cluster.assert_nothing_orphaned()
+
+
 def test_worker_killed_during_a_stop_before_the_upload(cluster):
     first = cluster.worker()
     repl = cluster.running_repl()
@@ -106,13 +117,7 @@ def test_worker_killed_during_a_stop_before_the_upload(cluster):
     kill_worker_and_job(first)
     upload.release()
 
-    cluster.worker()
-    cluster.settle(repl.id, "stopped")
-
-    assert RESUMED.format("stop") in cluster.events(repl.id)
-    assert _files(cluster, repl.storage_prefix)["notes.txt"] == b"saved before the kill?"
-    assert not cluster.workspace(repl.id).exists()
-    cluster.assert_nothing_orphaned()
+    _stop_resumed_by_a_new_worker(cluster, repl, b"saved before the kill?")
 
 
 def test_worker_killed_during_a_stop_after_the_upload(cluster):
@@ -130,13 +135,7 @@ def test_worker_killed_during_a_stop_after_the_upload(cluster):
     kill_worker_and_job(first)
     job_sync.release()
 
-    cluster.worker()
-    cluster.settle(repl.id, "stopped")
-
-    assert RESUMED.format("stop") in cluster.events(repl.id)
-    assert _files(cluster, repl.storage_prefix)["notes.txt"] == b"uploaded, then killed"
-    assert not cluster.workspace(repl.id).exists()
-    cluster.assert_nothing_orphaned()
+    _stop_resumed_by_a_new_worker(cluster, repl, b"uploaded, then killed")
 
 
 def test_worker_killed_while_a_delete_removes_the_files(cluster):
